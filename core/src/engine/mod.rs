@@ -1,0 +1,1022 @@
+//! The delegation engine: one state machine per delegation per role, driven by messages
+//! from the peer, by the host (start, cancel, client connected) and by deadlines.
+//!
+//! Concurrency: each session has its own async lock. A message is processed under that
+//! lock (device operations included), the record is saved, the lock is released, and only
+//! then are the resulting messages sent, so two servers can call each other directly.
+
+mod plan;
+mod state;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+
+pub use plan::BOOTSTRAP_TRIGGER_ROOT;
+pub use state::{JournalEntry, JournalStatus, SessionInfo, SessionRecord, State, Step, Timeouts};
+
+use crate::acl::validate_server_id;
+use crate::error::{Error, Result};
+use crate::host::{
+    Clock, DelegationOffer, Event, EventKind, Host, PolicyDecision, SystemClock, Transport,
+};
+use crate::message::{
+    validate_session_id, Body, DelegationInfo, DelegationType, Header, Message, Method, Notif,
+    Reason, Role, Timestamp,
+};
+use crate::reason::ReasonCode;
+use crate::store::{MemoryStore, SessionStore};
+use crate::xml::XmlLimits;
+
+/// A server's configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// This server's ServerID (as in its DMAcc and in ACLs).
+    pub server_id: String,
+    /// Step deadlines.
+    pub timeouts: Timeouts,
+    /// Limits for decoding incoming messages.
+    pub limits: XmlLimits,
+}
+
+impl ServerConfig {
+    /// Defaults for `server_id`.
+    pub fn new(server_id: impl Into<String>) -> Self {
+        Self {
+            server_id: server_id.into(),
+            timeouts: Timeouts::default(),
+            limits: XmlLimits::default(),
+        }
+    }
+}
+
+/// What the host asks for when it starts a delegation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DelegationRequest {
+    /// Session id to use; a random one when `None`.
+    pub session_id: Option<String>,
+    /// The peer's ServerID.
+    pub peer: String,
+    /// Method. Methods 1/3 are started by DMS-1, Methods 2/4 by DMS-2.
+    pub method: Method,
+    /// Full or Partial.
+    pub delegation_type: DelegationType,
+    /// Device and subtrees.
+    pub info: DelegationInfo,
+    /// End of a temporary (Partial) delegation.
+    pub expires: Option<Timestamp>,
+}
+
+/// How an incoming message was taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Receipt {
+    /// Processed.
+    Accepted,
+    /// Already received (same session and sequence number); nothing done again.
+    Duplicate,
+}
+
+/// A delegation server: DMS-1 and DMS-2 at once, for any number of sessions.
+/// Cheap to clone; all clones share state.
+#[derive(Clone)]
+pub struct DelegationServer {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for DelegationServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DelegationServer")
+            .field("server_id", &self.inner.config.server_id)
+            .finish_non_exhaustive()
+    }
+}
+
+pub(crate) struct Inner {
+    config: ServerConfig,
+    host: Arc<dyn Host>,
+    transport: Arc<dyn Transport>,
+    store: Arc<dyn SessionStore>,
+    clock: Arc<dyn Clock>,
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    terminal: Notify,
+}
+
+impl DelegationServer {
+    /// A server with an in-memory store and the system clock.
+    pub fn new(
+        config: ServerConfig,
+        host: Arc<dyn Host>,
+        transport: Arc<dyn Transport>,
+    ) -> Result<Self> {
+        Self::with_parts(
+            config,
+            host,
+            transport,
+            Arc::new(MemoryStore::new()),
+            Arc::new(SystemClock),
+        )
+    }
+
+    /// A server with every part given.
+    pub fn with_parts(
+        config: ServerConfig,
+        host: Arc<dyn Host>,
+        transport: Arc<dyn Transport>,
+        store: Arc<dyn SessionStore>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self> {
+        validate_server_id(&config.server_id).map_err(|reason| Error::InvalidArgument {
+            field: "server_id".into(),
+            reason,
+        })?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                config,
+                host,
+                transport,
+                store,
+                clock,
+                locks: Mutex::new(HashMap::new()),
+                terminal: Notify::new(),
+            }),
+        })
+    }
+
+    /// This server's ServerID.
+    pub fn server_id(&self) -> &str {
+        &self.inner.config.server_id
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ServerConfig {
+        &self.inner.config
+    }
+
+    /// Starts a delegation: sends DELEGATION_NOTIF and returns the session id. This server
+    /// is DMS-1 for Methods 1/3 and DMS-2 for Methods 2/4. The rest runs as messages arrive.
+    pub async fn start_delegation(&self, request: DelegationRequest) -> Result<String> {
+        self.inner.start(request).await
+    }
+
+    /// Processes one message from the peer. `authenticated_peer` is the ServerID the
+    /// transport authenticated (mutual TLS), or `None` when the transport cannot tell.
+    pub async fn receive(
+        &self,
+        message: &Message,
+        authenticated_peer: Option<&str>,
+    ) -> Result<Receipt> {
+        self.inner.receive(message, authenticated_peer).await
+    }
+
+    /// Decodes (under the configured limits) and processes one message.
+    pub async fn receive_xml(
+        &self,
+        document: &[u8],
+        authenticated_peer: Option<&str>,
+    ) -> Result<Receipt> {
+        let message = Message::from_xml_with_limits(document, &self.inner.config.limits)?;
+        self.receive(&message, authenticated_peer).await
+    }
+
+    /// DMS-2, Methods 3/4: the device opened its first DM session with this server after
+    /// bootstrapping. Sends DELEGATION_CONFIRM for every session waiting for that device
+    /// and returns their ids.
+    pub async fn client_session_established(&self, device_id: &str) -> Result<Vec<String>> {
+        self.inner.client_connected(device_id).await
+    }
+
+    /// Cancels a running delegation: rolls it back and sends DELEGATION_FAILURE.
+    pub async fn cancel(&self, session_id: &str) -> Result<SessionInfo> {
+        self.inner
+            .fail_session(
+                session_id,
+                Reason::new(ReasonCode::Cancelled, "cancelled by operator"),
+                true,
+                true,
+            )
+            .await
+    }
+
+    /// One session.
+    pub async fn session(&self, session_id: &str) -> Result<SessionInfo> {
+        self.inner
+            .load(session_id)
+            .await?
+            .map(|r| SessionInfo::from(&r))
+            .ok_or_else(|| Error::UnknownSession(session_id.to_string()))
+    }
+
+    /// Every session this server keeps, oldest first.
+    pub async fn sessions(&self) -> Result<Vec<SessionInfo>> {
+        let mut list: Vec<SessionInfo> = self
+            .inner
+            .store
+            .list()
+            .await
+            .map_err(|e| Error::Store(e.0))?
+            .iter()
+            .map(SessionInfo::from)
+            .collect();
+        list.sort_by(|a, b| (a.created, &a.session_id).cmp(&(b.created, &b.session_id)));
+        Ok(list)
+    }
+
+    /// Fails every session whose deadline has passed (rolling it back and telling the
+    /// peer) and reverts temporary delegations that reached their end. Returns how many
+    /// sessions it ended.
+    pub async fn expire_due(&self) -> Result<usize> {
+        self.inner.expire_due().await
+    }
+
+    /// Waits until the session reaches a terminal state, or `timeout` passes.
+    pub async fn wait_until_terminal(
+        &self,
+        session_id: &str,
+        timeout: Duration,
+    ) -> Result<SessionInfo> {
+        let wait = async {
+            loop {
+                let notified = self.inner.terminal.notified();
+                let info = self.session(session_id).await?;
+                if info.state.is_terminal() {
+                    return Ok(info);
+                }
+                notified.await;
+            }
+        };
+        match tokio::time::timeout(timeout, wait).await {
+            Ok(r) => r,
+            Err(_) => Err(Error::Failed {
+                reason: ReasonCode::Timeout,
+                message: format!("session `{session_id}` still running after {timeout:?}"),
+            }),
+        }
+    }
+
+    /// Removes terminal sessions last changed before `before` from the store.
+    pub async fn purge_finished(&self, before: Timestamp) -> Result<usize> {
+        let mut n = 0;
+        for r in self
+            .inner
+            .store
+            .list()
+            .await
+            .map_err(|e| Error::Store(e.0))?
+        {
+            if r.state.is_terminal() && r.updated < before && r.journal.is_empty() {
+                self.inner
+                    .store
+                    .remove(&r.session_id)
+                    .await
+                    .map_err(|e| Error::Store(e.0))?;
+                self.inner.locks().remove(&r.session_id);
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Spawns a task on the current tokio runtime that calls [`Self::expire_due`] every
+    /// `period` until the server is dropped.
+    pub fn spawn_deadline_watcher(&self, period: Duration) -> tokio::task::JoinHandle<()> {
+        let weak: Weak<Inner> = Arc::downgrade(&self.inner);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(period);
+            loop {
+                tick.tick().await;
+                let Some(inner) = weak.upgrade() else { break };
+                if let Err(e) = inner.expire_due().await {
+                    tracing::warn!(error = %e, "deadline check failed");
+                }
+            }
+        })
+    }
+}
+
+/// What one locked step produced: the caller's result and the messages to send after.
+type StepOutput = (Result<Receipt>, Vec<Message>);
+
+impl Inner {
+    fn me(&self) -> &str {
+        &self.config.server_id
+    }
+
+    fn locks(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<tokio::sync::Mutex<()>>>> {
+        self.locks.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn lock_for(&self, session_id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.locks()
+            .entry(session_id.to_string())
+            .or_default()
+            .clone()
+    }
+
+    async fn load(&self, session_id: &str) -> Result<Option<SessionRecord>> {
+        self.store
+            .load(session_id)
+            .await
+            .map_err(|e| Error::Store(e.0))
+    }
+
+    pub(crate) async fn save(&self, rec: &mut SessionRecord) -> Result<()> {
+        rec.updated = self.clock.now();
+        self.store.save(rec).await.map_err(|e| Error::Store(e.0))
+    }
+
+    fn emit(&self, rec: &SessionRecord, kind: EventKind) {
+        let event = Event {
+            session_id: rec.session_id.clone(),
+            role: rec.role,
+            device_id: rec.info.device.device_id.clone(),
+            kind,
+        };
+        self.host.on_event(&event);
+    }
+
+    /// Moves to `state`, recording the step and setting the deadline for the new wait.
+    pub(crate) fn enter(&self, rec: &mut SessionRecord, state: State, wait: Option<Duration>) {
+        let now = self.clock.now();
+        let from = rec.state;
+        rec.state = state;
+        rec.deadline = wait.map(|d| now.plus(d));
+        rec.history.push(Step { state, at: now });
+        tracing::debug!(session = %rec.session_id, role = %rec.role, %from, to = %state, "state");
+        if from != state {
+            self.emit(rec, EventKind::StateChanged { from, to: state });
+        }
+        if state.is_terminal() {
+            self.terminal.notify_waiters();
+        }
+    }
+
+    fn outgoing(&self, rec: &mut SessionRecord, body: Body) -> Message {
+        let seq = rec.next_seq;
+        rec.next_seq += 1;
+        Message {
+            header: Header {
+                session_id: rec.session_id.clone(),
+                seq,
+                sender: self.me().to_string(),
+                recipient: rec.peer.clone(),
+                method: rec.method,
+                timestamp: self.clock.now(),
+            },
+            body,
+        }
+    }
+
+    async fn start(&self, req: DelegationRequest) -> Result<String> {
+        validate_server_id(&req.peer).map_err(|reason| Error::InvalidArgument {
+            field: "peer".into(),
+            reason,
+        })?;
+        if req.peer == self.me() {
+            return Err(Error::InvalidArgument {
+                field: "peer".into(),
+                reason: "a server cannot delegate to itself".into(),
+            });
+        }
+        let session_id = req
+            .session_id
+            .clone()
+            .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
+        validate_session_id(&session_id).map_err(|reason| Error::InvalidArgument {
+            field: "session_id".into(),
+            reason,
+        })?;
+        let role = req.method.initiator();
+        let now = self.clock.now();
+        let mut rec = SessionRecord {
+            session_id: session_id.clone(),
+            role,
+            method: req.method,
+            delegation_type: req.delegation_type,
+            peer: req.peer.clone(),
+            info: req.info.clone(),
+            expires: req.expires,
+            state: State::NotifSent,
+            next_seq: 1,
+            last_peer_seq: 0,
+            deadline: None,
+            account: None,
+            bootstrap_url: None,
+            installed_account: None,
+            own_account_uri: None,
+            preexisting_peer_accounts: None,
+            cleanup: Vec::new(),
+            journal: Vec::new(),
+            reason: None,
+            history: Vec::new(),
+            created: now,
+            updated: now,
+        };
+        let notif = self.outgoing(
+            &mut rec,
+            Body::Notif(Notif {
+                dm_server_id: self.me().to_string(),
+                delegation_type: req.delegation_type,
+                info: req.info,
+                expires: req.expires,
+            }),
+        );
+        notif.validate().map_err(|e| match e {
+            crate::DecodeError::InvalidField { field, reason } => {
+                Error::InvalidArgument { field, reason }
+            }
+            other => Error::Decode(other),
+        })?;
+        let lock = self.lock_for(&session_id);
+        let _guard = lock.lock().await;
+        if self.load(&session_id).await?.is_some() {
+            return Err(Error::InvalidArgument {
+                field: "session_id".into(),
+                reason: format!("session `{session_id}` already exists"),
+            });
+        }
+        let wait = self.config.timeouts.response;
+        self.enter(&mut rec, State::NotifSent, Some(wait));
+        self.save(&mut rec).await?;
+        drop(_guard);
+        self.send_all(&session_id, vec![notif]).await?;
+        Ok(session_id)
+    }
+
+    /// Sends messages in order; on a transport failure the session fails locally.
+    fn send_all<'a>(
+        &'a self,
+        session_id: &'a str,
+        messages: Vec<Message>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + Send + 'a>> {
+        // Boxed: a failed send fails the session, which may send again.
+        Box::pin(async move { self.send_all_inner(session_id, messages).await })
+    }
+
+    async fn send_all_inner(&self, session_id: &str, messages: Vec<Message>) -> Result<()> {
+        for m in messages {
+            if let Err(e) = self.transport.send(&m).await {
+                tracing::warn!(session = session_id, peer = %m.header.recipient, error = %e, "send failed");
+                if matches!(m.body, Body::Failure(_)) {
+                    // The peer will time out on its own; nothing more to undo here.
+                    continue;
+                }
+                let reason = Reason::new(
+                    ReasonCode::PeerUnreachable,
+                    format!("sending {} failed: {e}", m.body.kind()),
+                );
+                let _ = self.fail_session(session_id, reason, false, false).await;
+                return Err(Error::Transport {
+                    peer: m.header.recipient.clone(),
+                    message: e.message,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    async fn receive(&self, msg: &Message, authenticated_peer: Option<&str>) -> Result<Receipt> {
+        msg.validate()?;
+        let h = &msg.header;
+        if h.recipient != self.me() {
+            return Err(Error::WrongRecipient {
+                expected: self.me().to_string(),
+                found: h.recipient.clone(),
+            });
+        }
+        if let Some(peer) = authenticated_peer {
+            if peer != h.sender {
+                return Err(Error::Authentication(format!(
+                    "message claims sender `{}` but the connection authenticated `{peer}`",
+                    h.sender
+                )));
+            }
+        }
+        let lock = self.lock_for(&h.session_id);
+        let guard = lock.lock().await;
+        let existing = self.load(&h.session_id).await?;
+        let (result, out) = match existing {
+            None => match &msg.body {
+                Body::Notif(n) => self.on_notif(msg, n).await,
+                Body::Failure(_) => (Ok(Receipt::Accepted), Vec::new()),
+                _ => {
+                    // No session to fail: answer with FAILURE without creating one.
+                    let reply = Message {
+                        header: Header {
+                            session_id: h.session_id.clone(),
+                            seq: 1,
+                            sender: self.me().to_string(),
+                            recipient: h.sender.clone(),
+                            method: h.method,
+                            timestamp: self.clock.now(),
+                        },
+                        body: Body::Failure(Reason::new(
+                            ReasonCode::UnknownSession,
+                            format!("no session `{}`", h.session_id),
+                        )),
+                    };
+                    (
+                        Err(Error::UnknownSession(h.session_id.clone())),
+                        vec![reply],
+                    )
+                }
+            },
+            Some(mut rec) => {
+                let step = self.on_message(&mut rec, msg).await;
+                if let Err(e) = self.save(&mut rec).await {
+                    return Err(e);
+                }
+                step
+            }
+        };
+        drop(guard);
+        self.send_all(&h.session_id, out).await?;
+        result
+    }
+
+    async fn on_notif(&self, msg: &Message, notif: &Notif) -> StepOutput {
+        let h = &msg.header;
+        let role = h.method.initiator().peer();
+        let now = self.clock.now();
+        let mut rec = SessionRecord {
+            session_id: h.session_id.clone(),
+            role,
+            method: h.method,
+            delegation_type: notif.delegation_type,
+            peer: h.sender.clone(),
+            info: notif.info.clone(),
+            expires: notif.expires,
+            state: State::NotifSent,
+            next_seq: 1,
+            last_peer_seq: h.seq,
+            deadline: None,
+            account: None,
+            bootstrap_url: None,
+            installed_account: None,
+            own_account_uri: None,
+            preexisting_peer_accounts: None,
+            cleanup: Vec::new(),
+            journal: Vec::new(),
+            reason: None,
+            history: vec![Step {
+                state: State::NotifSent,
+                at: now,
+            }],
+            created: now,
+            updated: now,
+        };
+        // The record starts "as if" in NotifSent from the peer's side; `enter` records the
+        // real first state below.
+        rec.history.clear();
+        let offer = DelegationOffer {
+            session_id: rec.session_id.clone(),
+            peer: rec.peer.clone(),
+            role,
+            method: rec.method,
+            delegation_type: rec.delegation_type,
+            info: rec.info.clone(),
+            expires: rec.expires,
+        };
+        let mut out = Vec::new();
+        let decision = self.host.accept_delegation(&offer).await;
+        let decision = match (decision, role) {
+            (PolicyDecision::Accept, Role::Delegated) => {
+                match self.our_account(&rec.info.device).await {
+                    Ok(acc) => {
+                        rec.account = Some(acc);
+                        PolicyDecision::Accept
+                    }
+                    Err(e) => PolicyDecision::Reject(Reason::new(e.reason(), e.to_string())),
+                }
+            }
+            (d, _) => d,
+        };
+        match decision {
+            PolicyDecision::Reject(reason) => {
+                out.push(self.outgoing(&mut rec, Body::Nack(reason.clone())));
+                rec.reason = Some(reason.clone());
+                self.enter(&mut rec, State::Rejected, None);
+                self.emit(&rec, EventKind::Rejected { reason });
+            }
+            PolicyDecision::Accept => {
+                out.push(self.outgoing(&mut rec, Body::Ack));
+                match role {
+                    Role::Delegating => {
+                        let wait = self.config.timeouts.response;
+                        self.enter(&mut rec, State::AwaitingStart, Some(wait));
+                    }
+                    Role::Delegated => {
+                        out.push(self.start_message(&mut rec));
+                    }
+                }
+            }
+        }
+        if let Err(e) = self.save(&mut rec).await {
+            return (Err(e), Vec::new());
+        }
+        (Ok(Receipt::Accepted), out)
+    }
+
+    /// DMS-2: the account to send, validated and checked against our ServerID.
+    async fn our_account(&self, device: &crate::DeviceInfo) -> Result<crate::DmAcc> {
+        let acc = self
+            .host
+            .dm_account(device)
+            .await
+            .map_err(|e| Error::Host {
+                reason: ReasonCode::InvalidDmAccount,
+                message: e.message,
+            })?;
+        acc.validate().map_err(|e| Error::Host {
+            reason: ReasonCode::InvalidDmAccount,
+            message: e.to_string(),
+        })?;
+        if acc.server_id != self.me() {
+            return Err(Error::Host {
+                reason: ReasonCode::InvalidDmAccount,
+                message: format!(
+                    "the account's ServerID `{}` is not this server's `{}`",
+                    acc.server_id,
+                    self.me()
+                ),
+            });
+        }
+        Ok(acc)
+    }
+
+    /// DMS-2: DELEGATION_START and the matching wait.
+    fn start_message(&self, rec: &mut SessionRecord) -> Message {
+        let acc = rec.account.clone().expect("account fetched before START");
+        let msg = self.outgoing(rec, Body::Start(acc));
+        let t = self.config.timeouts;
+        if rec.method.uses_bootstrap() {
+            self.enter(rec, State::AwaitingBootstrapRequest, Some(t.response));
+        } else {
+            self.enter(rec, State::AwaitingPrepared, Some(t.preparation));
+        }
+        msg
+    }
+
+    async fn on_message(&self, rec: &mut SessionRecord, msg: &Message) -> StepOutput {
+        let h = &msg.header;
+        if h.sender != rec.peer {
+            return (
+                Err(Error::Authentication(format!(
+                    "session `{}` belongs to `{}`, not `{}`",
+                    rec.session_id, rec.peer, h.sender
+                ))),
+                Vec::new(),
+            );
+        }
+        if h.seq <= rec.last_peer_seq {
+            return (Ok(Receipt::Duplicate), Vec::new());
+        }
+        let in_order = h.seq == rec.last_peer_seq + 1;
+        rec.last_peer_seq = h.seq;
+
+        if let Body::Failure(reason) = &msg.body {
+            let may_fail = !rec.state.is_terminal()
+                || (rec.state == State::Completed && rec.role == Role::Delegated);
+            if may_fail {
+                let out = self.fail_locked(rec, reason.clone(), false).await;
+                return (Ok(Receipt::Accepted), out);
+            }
+            return (Ok(Receipt::Accepted), Vec::new());
+        }
+        if rec.state.is_terminal() {
+            let reply = self.outgoing(
+                rec,
+                Body::Failure(Reason::new(
+                    ReasonCode::InvalidState,
+                    format!(
+                        "session is {} ; {} not expected",
+                        rec.state,
+                        msg.body.kind()
+                    ),
+                )),
+            );
+            return (
+                Err(Error::InvalidState(format!(
+                    "{} received in terminal state {}",
+                    msg.body.kind(),
+                    rec.state
+                ))),
+                vec![reply],
+            );
+        }
+        let expected = rec.state.expected(rec.role, rec.method);
+        if !in_order || h.method != rec.method || !expected.contains(&msg.body.kind()) {
+            let what = if !in_order {
+                format!("sequence {} out of order", h.seq)
+            } else if h.method != rec.method {
+                format!("{} does not match the session's {}", h.method, rec.method)
+            } else {
+                format!(
+                    "{} not expected by {} in state {}",
+                    msg.body.kind(),
+                    rec.role,
+                    rec.state
+                )
+            };
+            let out = self
+                .fail_locked(
+                    rec,
+                    Reason::new(ReasonCode::InvalidState, what.clone()),
+                    true,
+                )
+                .await;
+            return (Err(Error::InvalidState(what)), out);
+        }
+        match self.advance(rec, &msg.body).await {
+            Ok(out) => (Ok(Receipt::Accepted), out),
+            Err(e) => {
+                let reason = Reason::new(e.reason(), e.to_string());
+                let out = self.fail_locked(rec, reason, true).await;
+                (Ok(Receipt::Accepted), out)
+            }
+        }
+    }
+
+    /// Applies an expected message. An error fails (and rolls back) the session.
+    async fn advance(&self, rec: &mut SessionRecord, body: &Body) -> Result<Vec<Message>> {
+        let t = self.config.timeouts;
+        match (rec.role, body) {
+            (Role::Delegating, Body::Ack) => {
+                self.enter(rec, State::AwaitingStart, Some(t.response));
+                Ok(Vec::new())
+            }
+            (Role::Delegated, Body::Ack) => {
+                let acc = self.our_account(&rec.info.device).await?;
+                rec.account = Some(acc);
+                Ok(vec![self.start_message(rec)])
+            }
+            (_, Body::Nack(reason)) => {
+                rec.reason = Some(reason.clone());
+                self.enter(rec, State::Rejected, None);
+                self.emit(
+                    rec,
+                    EventKind::Rejected {
+                        reason: reason.clone(),
+                    },
+                );
+                Ok(Vec::new())
+            }
+            (Role::Delegating, Body::Start(acc)) => {
+                if acc.server_id != rec.peer {
+                    return Err(Error::Failed {
+                        reason: ReasonCode::InvalidDmAccount,
+                        message: format!(
+                            "account ServerID `{}` is not the peer `{}`",
+                            acc.server_id, rec.peer
+                        ),
+                    });
+                }
+                rec.account = Some(acc.clone());
+                if rec.method.uses_bootstrap() {
+                    let m = self.outgoing(rec, Body::BootstrapUrlRequest);
+                    self.enter(rec, State::AwaitingBootstrapUrl, Some(t.response));
+                    Ok(vec![m])
+                } else {
+                    self.enter(rec, State::Preparing, Some(t.preparation));
+                    self.prepare_client(rec).await?;
+                    let m = self.outgoing(rec, Body::Prepared);
+                    self.enter(rec, State::AwaitingConfirm, Some(t.confirm));
+                    Ok(vec![m])
+                }
+            }
+            (Role::Delegating, Body::BootstrapUrl(url)) => {
+                rec.bootstrap_url = Some(url.clone());
+                self.enter(rec, State::Preparing, Some(t.preparation));
+                self.prepare_client(rec).await?;
+                self.enter(rec, State::AwaitingConfirm, Some(t.bootstrap_confirm));
+                Ok(Vec::new())
+            }
+            (Role::Delegating, Body::Confirm) => {
+                self.enter(rec, State::Finalizing, Some(t.preparation));
+                self.finalize(rec).await?;
+                self.enter(rec, State::Completed, None);
+                self.emit(rec, EventKind::Completed);
+                Ok(Vec::new())
+            }
+            (Role::Delegated, Body::Prepared) => {
+                self.enter(rec, State::OpeningSession, Some(t.preparation));
+                let info = SessionInfo::from(&*rec);
+                self.host
+                    .open_dm_session(&info)
+                    .await
+                    .map_err(|e| Error::Host {
+                        reason: ReasonCode::DmSessionFailed,
+                        message: e.message,
+                    })?;
+                let m = self.outgoing(rec, Body::Confirm);
+                self.complete_delegated(rec);
+                Ok(vec![m])
+            }
+            (Role::Delegated, Body::BootstrapUrlRequest) => {
+                let url = self
+                    .host
+                    .bootstrap_server_url(&rec.info.device)
+                    .await
+                    .map_err(|e| Error::Host {
+                        reason: ReasonCode::BootstrapUrlUnavailable,
+                        message: e.message,
+                    })?;
+                crate::message::validate_https_url(&url).map_err(|message| Error::Host {
+                    reason: ReasonCode::BootstrapUrlUnavailable,
+                    message,
+                })?;
+                rec.bootstrap_url = Some(url.clone());
+                let m = self.outgoing(rec, Body::BootstrapUrl(url));
+                self.enter(rec, State::AwaitingClient, Some(t.client_session));
+                Ok(vec![m])
+            }
+            (role, body) => Err(Error::InvalidState(format!(
+                "{} cannot handle {} in state {}",
+                role,
+                body.kind(),
+                rec.state
+            ))),
+        }
+    }
+
+    fn complete_delegated(&self, rec: &mut SessionRecord) {
+        // DMS-2 keeps no secrets once the device holds its account.
+        rec.account = None;
+        self.enter(rec, State::Completed, None);
+        self.emit(rec, EventKind::Completed);
+    }
+
+    async fn client_connected(&self, device_id: &str) -> Result<Vec<String>> {
+        let waiting: Vec<String> = self
+            .store
+            .list()
+            .await
+            .map_err(|e| Error::Store(e.0))?
+            .into_iter()
+            .filter(|r| {
+                r.role == Role::Delegated
+                    && r.state == State::AwaitingClient
+                    && r.info.device.device_id == device_id
+            })
+            .map(|r| r.session_id)
+            .collect();
+        let mut confirmed = Vec::new();
+        for id in waiting {
+            let lock = self.lock_for(&id);
+            let guard = lock.lock().await;
+            let Some(mut rec) = self.load(&id).await? else {
+                continue;
+            };
+            if rec.state != State::AwaitingClient {
+                continue;
+            }
+            let m = self.outgoing(&mut rec, Body::Confirm);
+            self.complete_delegated(&mut rec);
+            self.save(&mut rec).await?;
+            drop(guard);
+            self.send_all(&id, vec![m]).await?;
+            confirmed.push(id);
+        }
+        Ok(confirmed)
+    }
+
+    /// Fails a session by id (cancel, timeout, transport failure).
+    async fn fail_session(
+        &self,
+        session_id: &str,
+        reason: Reason,
+        notify_peer: bool,
+        must_be_running: bool,
+    ) -> Result<SessionInfo> {
+        let lock = self.lock_for(session_id);
+        let guard = lock.lock().await;
+        let mut rec = self
+            .load(session_id)
+            .await?
+            .ok_or_else(|| Error::UnknownSession(session_id.to_string()))?;
+        if rec.state.is_terminal() {
+            if must_be_running {
+                return Err(Error::InvalidState(format!(
+                    "session `{session_id}` already ended ({})",
+                    rec.state
+                )));
+            }
+            return Ok(SessionInfo::from(&rec));
+        }
+        let out = self.fail_locked(&mut rec, reason, notify_peer).await;
+        self.save(&mut rec).await?;
+        drop(guard);
+        self.send_all(session_id, out).await?;
+        Ok(SessionInfo::from(&rec))
+    }
+
+    /// Fails the session: undoes the journal (DMS-1), purges it, and returns the
+    /// DELEGATION_FAILURE to send when `notify_peer`.
+    async fn fail_locked(
+        &self,
+        rec: &mut SessionRecord,
+        reason: Reason,
+        notify_peer: bool,
+    ) -> Vec<Message> {
+        if rec.state != State::RollingBack {
+            tracing::info!(session = %rec.session_id, role = %rec.role, %reason, "delegation failed");
+            self.emit(
+                rec,
+                EventKind::Failed {
+                    reason: reason.clone(),
+                },
+            );
+            self.enter(rec, State::RollingBack, None);
+            // Persist the decision before touching the device again.
+            let _ = self.save(rec).await;
+        }
+        let failed = if rec.role == Role::Delegating {
+            self.rollback_client(rec).await
+        } else {
+            Vec::new()
+        };
+        rec.reason = Some(reason.clone());
+        rec.account = None;
+        if failed.is_empty() {
+            rec.journal.clear();
+            rec.preexisting_peer_accounts = None;
+            self.enter(rec, State::RolledBack, None);
+            self.emit(
+                rec,
+                EventKind::RolledBack {
+                    reason: reason.clone(),
+                },
+            );
+        } else {
+            self.enter(rec, State::RollbackFailed, None);
+            self.emit(
+                rec,
+                EventKind::RollbackIncomplete {
+                    reason: reason.clone(),
+                    failed,
+                },
+            );
+        }
+        if notify_peer {
+            vec![self.outgoing(rec, Body::Failure(reason))]
+        } else {
+            Vec::new()
+        }
+    }
+
+    async fn expire_due(&self) -> Result<usize> {
+        let now = self.clock.now();
+        let mut ended = 0;
+        for r in self.store.list().await.map_err(|e| Error::Store(e.0))? {
+            let overdue = !r.state.is_terminal() && r.deadline.is_some_and(|d| d <= now);
+            let expired = r.state == State::Completed && r.expires.is_some_and(|e| e <= now);
+            if overdue {
+                let code = match r.state {
+                    State::AwaitingConfirm => ReasonCode::ConfirmTimeout,
+                    _ => ReasonCode::Timeout,
+                };
+                let reason = Reason::new(code, format!("no progress in state {}", r.state));
+                self.fail_session(&r.session_id, reason, true, false)
+                    .await?;
+                ended += 1;
+            } else if expired {
+                self.expire_temporary(&r.session_id).await?;
+                ended += 1;
+            }
+        }
+        Ok(ended)
+    }
+
+    /// A temporary delegation ended: DMS-1 reverts the client, both sides mark it Expired.
+    async fn expire_temporary(&self, session_id: &str) -> Result<()> {
+        let lock = self.lock_for(session_id);
+        let _guard = lock.lock().await;
+        let Some(mut rec) = self.load(session_id).await? else {
+            return Ok(());
+        };
+        if rec.state != State::Completed {
+            return Ok(());
+        }
+        let failed = if rec.role == Role::Delegating {
+            self.rollback_client(&mut rec).await
+        } else {
+            Vec::new()
+        };
+        if failed.is_empty() {
+            rec.journal.clear();
+            rec.preexisting_peer_accounts = None;
+            self.enter(&mut rec, State::Expired, None);
+            self.emit(&rec, EventKind::Expired);
+        } else {
+            let reason = Reason::new(
+                ReasonCode::ClientOperationFailed,
+                "reverting an expired delegation failed",
+            );
+            rec.reason = Some(reason.clone());
+            self.enter(&mut rec, State::RollbackFailed, None);
+            self.emit(&rec, EventKind::RollbackIncomplete { reason, failed });
+        }
+        self.save(&mut rec).await
+    }
+}

@@ -1,0 +1,255 @@
+//! Session states, the transition table, and the persisted session record.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::dmacc::DmAcc;
+use crate::message::{
+    DelegationInfo, DelegationType, MessageKind, Method, Reason, Role, Timestamp,
+};
+use crate::ops::ClientCommand;
+
+/// The state of one delegation session at one server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum State {
+    /// Initiator: DELEGATION_NOTIF sent, waiting for DELEGATION_RES.
+    NotifSent,
+    /// DMS-1: ack exchanged, waiting for DELEGATION_START.
+    AwaitingStart,
+    /// DMS-1, Methods 3/4: Bootstrap Server URL requested, waiting for the answer.
+    AwaitingBootstrapUrl,
+    /// DMS-1: applying the client-preparation plan.
+    Preparing,
+    /// DMS-1: client prepared, waiting for DELEGATION_CONFIRM.
+    AwaitingConfirm,
+    /// DMS-1: CONFIRM received, cleaning up (Full: deleting its own account).
+    Finalizing,
+    /// DMS-2, Methods 1/2: START sent, waiting for DELEGATION_PREPARED.
+    AwaitingPrepared,
+    /// DMS-2, Methods 3/4: START sent, waiting for the Bootstrap Server URL request.
+    AwaitingBootstrapRequest,
+    /// DMS-2, Methods 1/2: opening its DM session with the client.
+    OpeningSession,
+    /// DMS-2, Methods 3/4: URL given, waiting for the client's first session.
+    AwaitingClient,
+    /// Undoing the client changes.
+    RollingBack,
+    /// Done: the delegation is in force.
+    Completed,
+    /// The peer (or this server's policy) refused the delegation; nothing was changed.
+    Rejected,
+    /// Failed and fully undone.
+    RolledBack,
+    /// Failed, and some inverse operations failed too: the device needs attention.
+    RollbackFailed,
+    /// A temporary delegation ended and was reverted.
+    Expired,
+}
+
+impl State {
+    /// True for states no message moves the session out of (except FAILURE after Completed).
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            State::Completed
+                | State::Rejected
+                | State::RolledBack
+                | State::RollbackFailed
+                | State::Expired
+        )
+    }
+
+    /// The message kinds the peer may send in this state, for this role and method.
+    /// DELEGATION_FAILURE is accepted in every non-terminal state and is not listed.
+    pub fn expected(self, role: Role, method: Method) -> &'static [MessageKind] {
+        use MessageKind as K;
+        match (role, self) {
+            (_, State::NotifSent) => &[K::Res],
+            (Role::Delegating, State::AwaitingStart) => &[K::Start],
+            (Role::Delegating, State::AwaitingBootstrapUrl) => &[K::BootstrapUrl],
+            (Role::Delegating, State::AwaitingConfirm) => &[K::Confirm],
+            (Role::Delegated, State::AwaitingPrepared) if !method.uses_bootstrap() => {
+                &[K::Prepared]
+            }
+            (Role::Delegated, State::AwaitingBootstrapRequest) if method.uses_bootstrap() => {
+                &[K::BootstrapUrlRequest]
+            }
+            _ => &[],
+        }
+    }
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
+/// Deadlines per step. Each is measured from entering the waiting state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Timeouts {
+    /// Waiting for the peer's next protocol message (RES, START, URL request or answer).
+    pub response: Duration,
+    /// DMS-2 waiting for DELEGATION_PREPARED while DMS-1 prepares the client.
+    pub preparation: Duration,
+    /// DMS-1 waiting for DELEGATION_CONFIRM in Methods 1/2.
+    pub confirm: Duration,
+    /// DMS-1 waiting for DELEGATION_CONFIRM in Methods 3/4 (the client may never return).
+    pub bootstrap_confirm: Duration,
+    /// DMS-2 waiting for the client's first session in Methods 3/4.
+    pub client_session: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            response: Duration::from_secs(30),
+            preparation: Duration::from_secs(120),
+            confirm: Duration::from_secs(300),
+            bootstrap_confirm: Duration::from_secs(900),
+            client_session: Duration::from_secs(900),
+        }
+    }
+}
+
+/// The state of one applied (or about to be applied) client operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum JournalStatus {
+    /// Journaled; the device may or may not have applied it (crash window).
+    Pending,
+    /// The device applied it.
+    Applied,
+    /// Its inverse was applied.
+    Undone,
+}
+
+/// One client operation and its exact inverse, journaled before it is applied.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JournalEntry {
+    /// The operation.
+    pub command: ClientCommand,
+    /// What undoes it; `None` only for the final, committing delete of DMS-1's account.
+    pub inverse: Option<ClientCommand>,
+    /// Progress.
+    pub status: JournalStatus,
+    /// True for entries made while finalizing (dropped when a temporary delegation is kept).
+    pub finalizing: bool,
+}
+
+/// One step of a session's history: the state entered and when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Step {
+    /// State entered.
+    pub state: State,
+    /// When.
+    pub at: Timestamp,
+}
+
+/// Everything a server keeps about one delegation; what a [`crate::SessionStore`] persists.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionRecord {
+    /// Session id.
+    pub session_id: String,
+    /// This server's role.
+    pub role: Role,
+    /// Method.
+    pub method: Method,
+    /// Full or Partial.
+    pub delegation_type: DelegationType,
+    /// The peer's ServerID.
+    pub peer: String,
+    /// Device and subtrees.
+    pub info: DelegationInfo,
+    /// End of a temporary delegation.
+    pub expires: Option<Timestamp>,
+    /// Current state.
+    pub state: State,
+    /// Sequence number of this server's next message.
+    pub next_seq: u32,
+    /// Highest sequence number received from the peer.
+    pub last_peer_seq: u32,
+    /// When the current wait ends.
+    pub deadline: Option<Timestamp>,
+    /// DMS-2's account (DMS-1: from START; DMS-2: its own). Dropped when purged.
+    pub account: Option<DmAcc>,
+    /// Methods 3/4: DMS-2's Bootstrap Server URL.
+    pub bootstrap_url: Option<String>,
+    /// DMS-1: node name DMS-2's account got (Methods 1/2), when DMS-1 installed it.
+    pub installed_account: Option<String>,
+    /// DMS-1: URI of its own account (Full).
+    pub own_account_uri: Option<String>,
+    /// DMS-1, Methods 3/4: URIs of accounts for DMS-2 that existed before preparation.
+    pub preexisting_peer_accounts: Option<Vec<String>>,
+    /// DMS-1: URIs of nodes to delete when finalizing (marker and trigger nodes).
+    pub cleanup: Vec<String>,
+    /// DMS-1: the rollback journal.
+    pub journal: Vec<JournalEntry>,
+    /// Why the session failed or was refused.
+    pub reason: Option<Reason>,
+    /// States entered, with times.
+    pub history: Vec<Step>,
+    /// Created.
+    pub created: Timestamp,
+    /// Last changed.
+    pub updated: Timestamp,
+}
+
+/// The public view of a session (no journal, no secrets).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionInfo {
+    /// Session id.
+    pub session_id: String,
+    /// This server's role.
+    pub role: Role,
+    /// Method.
+    pub method: Method,
+    /// Full or Partial.
+    pub delegation_type: DelegationType,
+    /// The peer's ServerID.
+    pub peer: String,
+    /// Device and subtrees.
+    pub info: DelegationInfo,
+    /// End of a temporary delegation.
+    pub expires: Option<Timestamp>,
+    /// Current state.
+    pub state: State,
+    /// When the current wait ends.
+    pub deadline: Option<Timestamp>,
+    /// Why it failed, if it did.
+    pub reason: Option<Reason>,
+    /// Journaled client operations not yet undone (DMS-1).
+    pub pending_operations: usize,
+    /// States entered, with times.
+    pub history: Vec<Step>,
+    /// Created.
+    pub created: Timestamp,
+    /// Last changed.
+    pub updated: Timestamp,
+}
+
+impl From<&SessionRecord> for SessionInfo {
+    fn from(r: &SessionRecord) -> Self {
+        SessionInfo {
+            session_id: r.session_id.clone(),
+            role: r.role,
+            method: r.method,
+            delegation_type: r.delegation_type,
+            peer: r.peer.clone(),
+            info: r.info.clone(),
+            expires: r.expires,
+            state: r.state,
+            deadline: r.deadline,
+            reason: r.reason.clone(),
+            pending_operations: r
+                .journal
+                .iter()
+                .filter(|j| j.status != JournalStatus::Undone)
+                .count(),
+            history: r.history.clone(),
+            created: r.created,
+            updated: r.updated,
+        }
+    }
+}

@@ -1,0 +1,838 @@
+//! The delegation protocol's messages and their XML wire format.
+//!
+//! Every message is one `<Delegation>` document in [`NAMESPACE`], protocol [`PROTOCOL_VERSION`],
+//! media type [`MEDIA_TYPE`]: a `<Header>` and exactly one body element. The schema is
+//! `schema/delegation-1.0.xsd`; the prose is `docs/protocol.md`.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::acl::{validate_server_id, AclCommand};
+use crate::dmacc::DmAcc;
+use crate::error::DecodeError;
+use crate::reason::ReasonCode;
+use crate::tree::{mgmt_tree_from_element, uri_segments, write_mgmt_tree, MgmtTree, Node};
+use crate::xml::{self, join, Element, XmlLimits, XmlWriter};
+
+/// XML namespace of the delegation envelope.
+pub const NAMESPACE: &str = "urn:dmdelegate:params:xml:ns:delegation-1";
+/// Protocol version carried in the `version` attribute.
+pub const PROTOCOL_VERSION: &str = "1.0";
+/// IANA-registered media type of a delegation message.
+pub const MEDIA_TYPE: &str = "application/vnd.dm.delegation+xml";
+
+/// Which server plays which part in a delegation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Role {
+    /// DMS-1, the Delegating DM Server: holds authority today.
+    Delegating,
+    /// DMS-2, the Delegated DM Server: receives authority.
+    Delegated,
+}
+
+impl Role {
+    /// The other role.
+    pub fn peer(self) -> Role {
+        match self {
+            Role::Delegating => Role::Delegated,
+            Role::Delegated => Role::Delegating,
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Role::Delegating => "DMS-1",
+            Role::Delegated => "DMS-2",
+        })
+    }
+}
+
+/// The four delegation methods of the specification.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Method {
+    /// Method 1: DMS-1 initiates; DMS-1 installs DMS-2's account on the client.
+    DelegatingInitiates = 1,
+    /// Method 2: DMS-2 initiates; otherwise as Method 1.
+    DelegatedInitiates = 2,
+    /// Method 3: DMS-1 initiates; the client bootstraps from DMS-2's Bootstrap Server.
+    DelegatingInitiatesBootstrap = 3,
+    /// Method 4: DMS-2 initiates; otherwise as Method 3.
+    DelegatedInitiatesBootstrap = 4,
+}
+
+impl Method {
+    /// All methods, in order.
+    pub const ALL: [Method; 4] = [
+        Method::DelegatingInitiates,
+        Method::DelegatedInitiates,
+        Method::DelegatingInitiatesBootstrap,
+        Method::DelegatedInitiatesBootstrap,
+    ];
+
+    /// The method's number (1–4).
+    pub fn number(self) -> u8 {
+        self as u8
+    }
+
+    /// The method with this number.
+    pub fn from_number(n: u8) -> Option<Method> {
+        Method::ALL.into_iter().find(|m| m.number() == n)
+    }
+
+    /// The role that sends DELEGATION_NOTIF.
+    pub fn initiator(self) -> Role {
+        match self {
+            Method::DelegatingInitiates | Method::DelegatingInitiatesBootstrap => Role::Delegating,
+            Method::DelegatedInitiates | Method::DelegatedInitiatesBootstrap => Role::Delegated,
+        }
+    }
+
+    /// True for Methods 3 and 4 (the client bootstraps from DMS-2's Bootstrap Server).
+    pub fn uses_bootstrap(self) -> bool {
+        matches!(
+            self,
+            Method::DelegatingInitiatesBootstrap | Method::DelegatedInitiatesBootstrap
+        )
+    }
+}
+
+impl fmt::Display for Method {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Method {}", self.number())
+    }
+}
+
+/// Del_Type: how much authority passes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum DelegationType {
+    /// DMS-2 takes over everything DMS-1 had; DMS-1's account is deleted at the end.
+    Full,
+    /// Only the listed subtrees, with the listed rights; DMS-1 stays.
+    Partial,
+}
+
+impl DelegationType {
+    /// The wire value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DelegationType::Full => "Full",
+            DelegationType::Partial => "Partial",
+        }
+    }
+}
+
+impl FromStr for DelegationType {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "Full" => Ok(DelegationType::Full),
+            "Partial" => Ok(DelegationType::Partial),
+            other => Err(format!("`{other}` is not Full or Partial")),
+        }
+    }
+}
+
+impl fmt::Display for DelegationType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A point in time, UTC, with millisecond precision; RFC 3339 on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Timestamp(pub i64);
+
+impl Timestamp {
+    /// Milliseconds since the UNIX epoch.
+    pub fn unix_millis(self) -> i64 {
+        self.0
+    }
+
+    /// The current wall-clock time.
+    pub fn now() -> Timestamp {
+        let d = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        Timestamp(d.as_millis() as i64)
+    }
+
+    /// This time plus `d`.
+    pub fn plus(self, d: std::time::Duration) -> Timestamp {
+        Timestamp(self.0.saturating_add(d.as_millis() as i64))
+    }
+
+    /// RFC 3339 text, `Z` zone, milliseconds only when non-zero.
+    pub fn to_rfc3339(self) -> String {
+        let nanos = i128::from(self.0) * 1_000_000;
+        let t = time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
+            .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+        let base = format!(
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
+            t.year(),
+            u8::from(t.month()),
+            t.day(),
+            t.hour(),
+            t.minute(),
+            t.second()
+        );
+        match t.millisecond() {
+            0 => format!("{base}Z"),
+            ms => format!("{base}.{ms:03}Z"),
+        }
+    }
+
+    /// Parses RFC 3339 text (any offset), truncating below milliseconds.
+    pub fn parse_rfc3339(text: &str) -> Result<Timestamp, String> {
+        let t = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+            .map_err(|e| format!("`{text}` is not an RFC 3339 date-time: {e}"))?;
+        Ok(Timestamp((t.unix_timestamp_nanos() / 1_000_000) as i64))
+    }
+}
+
+/// The managed device (DM Client) being delegated.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct DeviceInfo {
+    /// Device identifier (`./DevInfo/DevId`), for example `IMEI:490154203237518`.
+    pub device_id: String,
+    /// Manufacturer (`./DevInfo/Man`).
+    pub manufacturer: String,
+    /// Model (`./DevInfo/Mod`).
+    pub model: String,
+}
+
+/// One delegated part of the DM Tree and the rights DMS-2 gets on it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DelegatedSubtree {
+    /// Absolute URI of the subtree's root, `.` for the whole tree.
+    pub uri: String,
+    /// Commands granted to DMS-2 on the subtree (sorted, no duplicates, at least one).
+    pub rights: Vec<AclCommand>,
+}
+
+/// Del_Info: the device and the delegated subtrees.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DelegationInfo {
+    /// The device.
+    pub device: DeviceInfo,
+    /// Delegated subtrees, at least one, none repeated.
+    pub subtrees: Vec<DelegatedSubtree>,
+}
+
+/// DELEGATION_NOTIF.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Notif {
+    /// DMServerID: the sender's ServerID.
+    pub dm_server_id: String,
+    /// Del_Type.
+    pub delegation_type: DelegationType,
+    /// Del_Info.
+    pub info: DelegationInfo,
+    /// For a temporary delegation, when it ends; `None` for a permanent one.
+    pub expires: Option<Timestamp>,
+}
+
+/// A reason: a code from the published table (or a newer one) and text.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reason {
+    /// Numeric code, see [`ReasonCode`].
+    pub code: u16,
+    /// Human-readable detail.
+    pub text: String,
+}
+
+impl Reason {
+    /// A reason from a published code.
+    pub fn new(code: ReasonCode, text: impl Into<String>) -> Self {
+        Reason {
+            code: code.code(),
+            text: text.into(),
+        }
+    }
+
+    /// The published code, when this implementation knows the number.
+    pub fn known(&self) -> Option<ReasonCode> {
+        ReasonCode::from_code(self.code)
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.known() {
+            Some(k) => write!(f, "{k}: {}", self.text),
+            None => write!(f, "{}: {}", self.code, self.text),
+        }
+    }
+}
+
+/// The body of a message: one per message type.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Body {
+    /// DELEGATION_NOTIF.
+    Notif(Notif),
+    /// DELEGATION_RES with ack.
+    Ack,
+    /// DELEGATION_RES with nack and why.
+    Nack(Reason),
+    /// DELEGATION_START with DMS-2's DM account.
+    Start(DmAcc),
+    /// DELEGATION_PREPARED.
+    Prepared,
+    /// DELEGATION_CONFIRM.
+    Confirm,
+    /// DELEGATION_FAILURE.
+    Failure(Reason),
+    /// Methods 3/4: DMS-1 asks DMS-2 for its Bootstrap Server URL.
+    BootstrapUrlRequest,
+    /// Methods 3/4: DMS-2's Bootstrap Server URL.
+    BootstrapUrl(String),
+}
+
+/// The message types, as named by the specification.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum MessageKind {
+    /// DELEGATION_NOTIF.
+    Notif,
+    /// DELEGATION_RES.
+    Res,
+    /// DELEGATION_START.
+    Start,
+    /// DELEGATION_PREPARED.
+    Prepared,
+    /// DELEGATION_CONFIRM.
+    Confirm,
+    /// DELEGATION_FAILURE.
+    Failure,
+    /// BOOTSTRAP_URL_REQUEST.
+    BootstrapUrlRequest,
+    /// BOOTSTRAP_URL.
+    BootstrapUrl,
+}
+
+impl MessageKind {
+    /// The specification's name, for example `DELEGATION_NOTIF`.
+    pub fn spec_name(self) -> &'static str {
+        match self {
+            MessageKind::Notif => "DELEGATION_NOTIF",
+            MessageKind::Res => "DELEGATION_RES",
+            MessageKind::Start => "DELEGATION_START",
+            MessageKind::Prepared => "DELEGATION_PREPARED",
+            MessageKind::Confirm => "DELEGATION_CONFIRM",
+            MessageKind::Failure => "DELEGATION_FAILURE",
+            MessageKind::BootstrapUrlRequest => "BOOTSTRAP_URL_REQUEST",
+            MessageKind::BootstrapUrl => "BOOTSTRAP_URL",
+        }
+    }
+}
+
+impl fmt::Display for MessageKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.spec_name())
+    }
+}
+
+impl Body {
+    /// The message type.
+    pub fn kind(&self) -> MessageKind {
+        match self {
+            Body::Notif(_) => MessageKind::Notif,
+            Body::Ack | Body::Nack(_) => MessageKind::Res,
+            Body::Start(_) => MessageKind::Start,
+            Body::Prepared => MessageKind::Prepared,
+            Body::Confirm => MessageKind::Confirm,
+            Body::Failure(_) => MessageKind::Failure,
+            Body::BootstrapUrlRequest => MessageKind::BootstrapUrlRequest,
+            Body::BootstrapUrl(_) => MessageKind::BootstrapUrl,
+        }
+    }
+}
+
+/// The header every message carries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Header {
+    /// Delegation session id, chosen by the initiator.
+    pub session_id: String,
+    /// Sequence number of this message among the sender's messages in the session, from 1.
+    pub seq: u32,
+    /// Sender's ServerID.
+    pub sender: String,
+    /// Recipient's ServerID.
+    pub recipient: String,
+    /// Delegation method.
+    pub method: Method,
+    /// When the message was sent.
+    pub timestamp: Timestamp,
+}
+
+/// A complete protocol message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Message {
+    /// Header.
+    pub header: Header,
+    /// Body.
+    pub body: Body,
+}
+
+fn invalid(field: String, reason: impl Into<String>) -> DecodeError {
+    DecodeError::InvalidField {
+        field,
+        reason: reason.into(),
+    }
+}
+
+/// Checks a session id: 1–64 characters of `A-Z a-z 0-9 . _ -`.
+pub fn validate_session_id(id: &str) -> Result<(), String> {
+    if id.is_empty() || id.len() > 64 {
+        return Err("must be 1 to 64 characters".into());
+    }
+    if let Some(c) = id
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return Err(format!("character `{}` is not allowed", c.escape_default()));
+    }
+    Ok(())
+}
+
+impl Message {
+    /// Checks every field; the error names the first bad one. Decoding always validates.
+    pub fn validate(&self) -> Result<(), DecodeError> {
+        let h = &self.header;
+        validate_session_id(&h.session_id)
+            .map_err(|r| invalid("Delegation/Header/SessionID".into(), r))?;
+        if h.seq == 0 {
+            return Err(invalid("Delegation/Header/Seq".into(), "starts at 1"));
+        }
+        validate_server_id(&h.sender).map_err(|r| invalid("Delegation/Header/Sender".into(), r))?;
+        validate_server_id(&h.recipient)
+            .map_err(|r| invalid("Delegation/Header/Recipient".into(), r))?;
+        if h.sender == h.recipient {
+            return Err(invalid(
+                "Delegation/Header/Recipient".into(),
+                "sender and recipient are the same server",
+            ));
+        }
+        match &self.body {
+            Body::Notif(n) => validate_notif(n, h),
+            Body::Nack(r) | Body::Failure(r) => {
+                let name = if matches!(self.body, Body::Nack(_)) {
+                    "Delegation/Res/Nack"
+                } else {
+                    "Delegation/Failure"
+                };
+                if r.text.len() > 1024 {
+                    return Err(invalid(join(name, "Text"), "longer than 1024 bytes"));
+                }
+                if !(100..=999).contains(&r.code) {
+                    return Err(invalid(join(name, "Code"), "must be 100 to 999"));
+                }
+                Ok(())
+            }
+            Body::Start(acc) => acc.validate().map_err(|e| prefix(e, "Delegation/Start")),
+            Body::BootstrapUrl(url) => validate_https_url(url)
+                .map_err(|r| invalid("Delegation/BootstrapURL/URL".into(), r)),
+            Body::Ack | Body::Prepared | Body::Confirm | Body::BootstrapUrlRequest => Ok(()),
+        }
+    }
+
+    /// Encodes the message as its XML document. Call [`Message::validate`] first for a
+    /// message built by hand: encoding does not check values.
+    pub fn to_xml(&self) -> String {
+        let mut w = XmlWriter::new();
+        w.declaration();
+        w.open_attrs(
+            "Delegation",
+            &[("xmlns", NAMESPACE), ("version", PROTOCOL_VERSION)],
+        );
+        let h = &self.header;
+        w.open("Header");
+        w.leaf("SessionID", &h.session_id);
+        w.leaf("Seq", &h.seq.to_string());
+        w.leaf("Sender", &h.sender);
+        w.leaf("Recipient", &h.recipient);
+        w.leaf("Method", &h.method.number().to_string());
+        w.leaf("Timestamp", &h.timestamp.to_rfc3339());
+        w.close();
+        match &self.body {
+            Body::Notif(n) => {
+                w.open("Notif");
+                w.leaf("DMServerID", &n.dm_server_id);
+                w.leaf("DelType", n.delegation_type.as_str());
+                w.open("DelInfo");
+                w.open("Device");
+                w.leaf("DevID", &n.info.device.device_id);
+                w.leaf("Man", &n.info.device.manufacturer);
+                w.leaf("Mod", &n.info.device.model);
+                w.close();
+                for s in &n.info.subtrees {
+                    w.open("Subtree");
+                    w.leaf("URI", &s.uri);
+                    let rights: Vec<&str> = s.rights.iter().map(|r| r.as_str()).collect();
+                    w.leaf("Rights", &rights.join(" "));
+                    w.close();
+                }
+                w.close();
+                if let Some(e) = n.expires {
+                    w.leaf("Expires", &e.to_rfc3339());
+                }
+                w.close();
+            }
+            Body::Ack => {
+                w.open("Res");
+                w.empty("Ack");
+                w.close();
+            }
+            Body::Nack(r) => {
+                w.open("Res");
+                w.open("Nack");
+                write_reason(&mut w, r);
+                w.close();
+                w.close();
+            }
+            Body::Start(acc) => {
+                w.open("Start");
+                w.open("DMAcc");
+                let mut node = acc.to_node();
+                node.path = Some("./DMAcc".into());
+                write_mgmt_tree(&mut w, &MgmtTree::new(vec![node]));
+                w.close();
+                w.close();
+            }
+            Body::Prepared => w.empty("Prepared"),
+            Body::Confirm => w.empty("Confirm"),
+            Body::Failure(r) => {
+                w.open("Failure");
+                write_reason(&mut w, r);
+                w.close();
+            }
+            Body::BootstrapUrlRequest => w.empty("BootstrapURLRequest"),
+            Body::BootstrapUrl(url) => {
+                w.open("BootstrapURL");
+                w.leaf("URL", url);
+                w.close();
+            }
+        }
+        w.close();
+        w.finish()
+    }
+
+    /// Decodes and validates a message under the default limits (256 KiB, depth 32).
+    pub fn from_xml(input: &[u8]) -> Result<Message, DecodeError> {
+        Self::from_xml_with_limits(input, &XmlLimits::default())
+    }
+
+    /// Decodes and validates a message under `limits`.
+    pub fn from_xml_with_limits(input: &[u8], limits: &XmlLimits) -> Result<Message, DecodeError> {
+        let root = xml::parse(input, limits)?;
+        let msg = message_from_element(&root)?;
+        msg.validate()?;
+        Ok(msg)
+    }
+}
+
+fn prefix(e: DecodeError, path: &str) -> DecodeError {
+    match e {
+        DecodeError::InvalidField { field, reason } => DecodeError::InvalidField {
+            field: join(path, &field),
+            reason,
+        },
+        DecodeError::MissingField { field } => DecodeError::MissingField {
+            field: join(path, &field),
+        },
+        other => other,
+    }
+}
+
+/// Checks a Bootstrap Server URL: absolute `https://` with a host.
+pub fn validate_https_url(url: &str) -> Result<(), String> {
+    let rest = url
+        .strip_prefix("https://")
+        .ok_or_else(|| format!("`{url}` is not an https:// URL"))?;
+    let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+    if host.is_empty() || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!("`{url}` has no host or contains white space"));
+    }
+    Ok(())
+}
+
+fn validate_notif(n: &Notif, h: &Header) -> Result<(), DecodeError> {
+    let here = "Delegation/Notif";
+    if n.dm_server_id != h.sender {
+        return Err(invalid(
+            join(here, "DMServerID"),
+            format!("`{}` is not the sender `{}`", n.dm_server_id, h.sender),
+        ));
+    }
+    let dev = &n.info.device;
+    for (name, v) in [
+        ("DevID", &dev.device_id),
+        ("Man", &dev.manufacturer),
+        ("Mod", &dev.model),
+    ] {
+        if v.trim().is_empty() || v.len() > 256 {
+            return Err(invalid(
+                format!("{here}/DelInfo/Device/{name}"),
+                "must be 1 to 256 characters",
+            ));
+        }
+    }
+    if n.info.subtrees.is_empty() {
+        return Err(DecodeError::MissingField {
+            field: format!("{here}/DelInfo/Subtree"),
+        });
+    }
+    for (i, s) in n.info.subtrees.iter().enumerate() {
+        let base = format!("{here}/DelInfo/Subtree[{}]", i + 1);
+        uri_segments(&s.uri).map_err(|r| invalid(join(&base, "URI"), r))?;
+        if s.rights.is_empty() {
+            return Err(invalid(join(&base, "Rights"), "grants no command"));
+        }
+        if s.rights.windows(2).any(|w| w[0] >= w[1]) {
+            return Err(invalid(
+                join(&base, "Rights"),
+                "must be sorted (Add Delete Exec Get Replace) without repeats",
+            ));
+        }
+        if n.info.subtrees[..i].iter().any(|o| o.uri == s.uri) {
+            return Err(invalid(join(&base, "URI"), "delegated twice"));
+        }
+    }
+    Ok(())
+}
+
+fn write_reason(w: &mut XmlWriter, r: &Reason) {
+    w.leaf("Code", &r.code.to_string());
+    w.leaf("Text", &r.text);
+}
+
+fn message_from_element(root: &Element) -> Result<Message, DecodeError> {
+    if root.name != "Delegation" {
+        return Err(DecodeError::WrongRoot {
+            expected: "Delegation".into(),
+            found: root.name.clone(),
+        });
+    }
+    if root.ns.as_deref() != Some(NAMESPACE) {
+        return Err(DecodeError::WrongNamespace {
+            expected: NAMESPACE.into(),
+            found: root.ns.clone().unwrap_or_default(),
+        });
+    }
+    match root.attr("version") {
+        Some(PROTOCOL_VERSION) => {}
+        Some(other) => {
+            return Err(DecodeError::UnsupportedVersion {
+                found: other.to_string(),
+            })
+        }
+        None => {
+            return Err(DecodeError::MissingField {
+                field: "Delegation/@version".into(),
+            })
+        }
+    }
+    let header_el = root.required_child("Header", "Delegation")?;
+    let header = header_from_element(header_el)?;
+    let bodies: Vec<&Element> = root
+        .children
+        .iter()
+        .filter(|c| c.name != "Header")
+        .collect();
+    if root.children_named("Header").count() != 1 {
+        return Err(invalid(
+            "Delegation/Header".into(),
+            "must appear exactly once",
+        ));
+    }
+    let body_el = match bodies.as_slice() {
+        [one] => *one,
+        [] => {
+            return Err(DecodeError::MissingField {
+                field: "Delegation/<body>".into(),
+            })
+        }
+        [_, second, ..] => {
+            return Err(DecodeError::UnexpectedElement {
+                parent: "Delegation".into(),
+                element: second.name.clone(),
+            })
+        }
+    };
+    let here = join("Delegation", &body_el.name);
+    let body = match body_el.name.as_str() {
+        "Notif" => Body::Notif(notif_from_element(body_el, &here)?),
+        "Res" => {
+            body_el.only_children(&["Ack", "Nack"], &here)?;
+            match (body_el.child("Ack"), body_el.child("Nack")) {
+                (Some(_), None) => Body::Ack,
+                (None, Some(n)) => Body::Nack(reason_from_element(n, &join(&here, "Nack"))?),
+                _ => return Err(invalid(here, "must hold exactly one of Ack or Nack")),
+            }
+        }
+        "Start" => {
+            body_el.only_children(&["DMAcc"], &here)?;
+            let acc_path = join(&here, "DMAcc");
+            let acc_el = body_el.required_child("DMAcc", &here)?;
+            acc_el.only_children(&["MgmtTree"], &acc_path)?;
+            let tree =
+                mgmt_tree_from_element(acc_el.required_child("MgmtTree", &acc_path)?, &acc_path)?;
+            let node: &Node = match tree.nodes.as_slice() {
+                [one] => one,
+                _ => {
+                    return Err(invalid(
+                        join(&acc_path, "MgmtTree"),
+                        "must hold exactly one account node",
+                    ))
+                }
+            };
+            if node.path.as_deref().is_some_and(|p| p != "./DMAcc") {
+                return Err(invalid(
+                    format!("{acc_path}/MgmtTree/Node[1]/Path"),
+                    "an account lives under ./DMAcc",
+                ));
+            }
+            Body::Start(DmAcc::from_node(node).map_err(|e| prefix(e, &here))?)
+        }
+        "Prepared" => empty_body(body_el, &here, Body::Prepared)?,
+        "Confirm" => empty_body(body_el, &here, Body::Confirm)?,
+        "Failure" => Body::Failure(reason_from_element(body_el, &here)?),
+        "BootstrapURLRequest" => empty_body(body_el, &here, Body::BootstrapUrlRequest)?,
+        "BootstrapURL" => {
+            body_el.only_children(&["URL"], &here)?;
+            Body::BootstrapUrl(body_el.required_text("URL", &here)?.to_string())
+        }
+        other => {
+            return Err(DecodeError::UnknownMessageType {
+                found: other.to_string(),
+            })
+        }
+    };
+    Ok(Message { header, body })
+}
+
+fn empty_body(el: &Element, here: &str, body: Body) -> Result<Body, DecodeError> {
+    el.only_children(&[], here)?;
+    if !el.text.trim().is_empty() {
+        return Err(invalid(here.to_string(), "must be empty"));
+    }
+    Ok(body)
+}
+
+fn header_from_element(el: &Element) -> Result<Header, DecodeError> {
+    let here = "Delegation/Header";
+    el.only_children(
+        &[
+            "SessionID",
+            "Seq",
+            "Sender",
+            "Recipient",
+            "Method",
+            "Timestamp",
+        ],
+        here,
+    )?;
+    let seq_text = el.required_text("Seq", here)?;
+    let seq = seq_text
+        .parse::<u32>()
+        .map_err(|e| invalid(join(here, "Seq"), format!("`{seq_text}`: {e}")))?;
+    let method_text = el.required_text("Method", here)?;
+    let method = method_text
+        .parse::<u8>()
+        .ok()
+        .and_then(Method::from_number)
+        .ok_or_else(|| {
+            invalid(
+                join(here, "Method"),
+                format!("`{method_text}` is not 1 to 4"),
+            )
+        })?;
+    let timestamp = Timestamp::parse_rfc3339(el.required_text("Timestamp", here)?)
+        .map_err(|r| invalid(join(here, "Timestamp"), r))?;
+    Ok(Header {
+        session_id: el.required_text("SessionID", here)?.to_string(),
+        seq,
+        sender: el.required_text("Sender", here)?.to_string(),
+        recipient: el.required_text("Recipient", here)?.to_string(),
+        method,
+        timestamp,
+    })
+}
+
+fn notif_from_element(el: &Element, here: &str) -> Result<Notif, DecodeError> {
+    el.only_children(&["DMServerID", "DelType", "DelInfo", "Expires"], here)?;
+    let dt = el.required_text("DelType", here)?;
+    let delegation_type = dt
+        .parse::<DelegationType>()
+        .map_err(|r| invalid(join(here, "DelType"), r))?;
+    let info_path = join(here, "DelInfo");
+    let info_el = el.required_child("DelInfo", here)?;
+    info_el.only_children(&["Device", "Subtree"], &info_path)?;
+    let dev_path = join(&info_path, "Device");
+    let dev_el = info_el.required_child("Device", &info_path)?;
+    dev_el.only_children(&["DevID", "Man", "Mod"], &dev_path)?;
+    let device = DeviceInfo {
+        device_id: dev_el.required_text("DevID", &dev_path)?.to_string(),
+        manufacturer: dev_el.required_text("Man", &dev_path)?.to_string(),
+        model: dev_el.required_text("Mod", &dev_path)?.to_string(),
+    };
+    let mut subtrees = Vec::new();
+    for (i, s) in info_el.children_named("Subtree").enumerate() {
+        let base = format!("{info_path}/Subtree[{}]", i + 1);
+        s.only_children(&["URI", "Rights"], &base)?;
+        let rights = s
+            .required_text("Rights", &base)?
+            .split_whitespace()
+            .map(|r| {
+                r.parse::<AclCommand>()
+                    .map_err(|_| invalid(join(&base, "Rights"), format!("`{r}` is not a command")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        subtrees.push(DelegatedSubtree {
+            uri: s.required_text("URI", &base)?.to_string(),
+            rights,
+        });
+    }
+    let expires = match el.optional_text("Expires") {
+        Some(t) => {
+            Some(Timestamp::parse_rfc3339(t).map_err(|r| invalid(join(here, "Expires"), r))?)
+        }
+        None => None,
+    };
+    Ok(Notif {
+        dm_server_id: el.required_text("DMServerID", here)?.to_string(),
+        delegation_type,
+        info: DelegationInfo { device, subtrees },
+        expires,
+    })
+}
+
+fn reason_from_element(el: &Element, here: &str) -> Result<Reason, DecodeError> {
+    el.only_children(&["Code", "Text"], here)?;
+    let code_text = el.required_text("Code", here)?;
+    let code = code_text
+        .parse::<u16>()
+        .map_err(|e| invalid(join(here, "Code"), format!("`{code_text}`: {e}")))?;
+    Ok(Reason {
+        code,
+        text: el.optional_text("Text").unwrap_or("").to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamp_round_trip() {
+        let t = Timestamp(1_763_700_000_123);
+        assert_eq!(Timestamp::parse_rfc3339(&t.to_rfc3339()).unwrap(), t);
+        assert_eq!(Timestamp(0).to_rfc3339(), "1970-01-01T00:00:00Z");
+        assert_eq!(
+            Timestamp::parse_rfc3339("2026-11-21T12:00:00+01:00").unwrap(),
+            Timestamp::parse_rfc3339("2026-11-21T11:00:00Z").unwrap()
+        );
+    }
+}

@@ -1,0 +1,69 @@
+//! Session persistence: the [`SessionStore`] trait and the in-memory store.
+//!
+//! The engine saves a session's record before every client operation and after every
+//! transition, so a durable store lets a restarted server resume or roll back.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+
+use crate::engine::SessionRecord;
+
+/// A store failure.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct StoreError(pub String);
+
+/// Where sessions live. Implementations must make `save` durable before returning when
+/// they promise durability; records are replaced whole.
+#[async_trait]
+pub trait SessionStore: Send + Sync {
+    /// Inserts or replaces the record with this session id.
+    async fn save(&self, record: &SessionRecord) -> Result<(), StoreError>;
+    /// The record with this session id.
+    async fn load(&self, session_id: &str) -> Result<Option<SessionRecord>, StoreError>;
+    /// Every record.
+    async fn list(&self) -> Result<Vec<SessionRecord>, StoreError>;
+    /// Removes the record (no error when absent).
+    async fn remove(&self, session_id: &str) -> Result<(), StoreError>;
+}
+
+/// A store in memory: fast, and gone with the process.
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    records: Mutex<HashMap<String, SessionRecord>>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, SessionRecord>> {
+        // A panic elsewhere cannot leave a half-written record: records are replaced whole.
+        self.records.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[async_trait]
+impl SessionStore for MemoryStore {
+    async fn save(&self, record: &SessionRecord) -> Result<(), StoreError> {
+        self.map().insert(record.session_id.clone(), record.clone());
+        Ok(())
+    }
+
+    async fn load(&self, session_id: &str) -> Result<Option<SessionRecord>, StoreError> {
+        Ok(self.map().get(session_id).cloned())
+    }
+
+    async fn list(&self) -> Result<Vec<SessionRecord>, StoreError> {
+        Ok(self.map().values().cloned().collect())
+    }
+
+    async fn remove(&self, session_id: &str) -> Result<(), StoreError> {
+        self.map().remove(session_id);
+        Ok(())
+    }
+}
