@@ -566,6 +566,12 @@ fn validate_notif(n: &Notif, h: &Header) -> Result<(), DecodeError> {
             format!("`{}` is not the sender `{}`", n.dm_server_id, h.sender),
         ));
     }
+    if n.expires.is_some() && n.delegation_type == DelegationType::Full {
+        return Err(invalid(
+            join(here, "Expires"),
+            "a Full delegation cannot be temporary: DMS-1 deletes its own account",
+        ));
+    }
     let dev = &n.info.device;
     for (name, v) in [
         ("DevID", &dev.device_id),

@@ -323,7 +323,12 @@ impl Inner {
 
     pub(crate) async fn save(&self, rec: &mut SessionRecord) -> Result<()> {
         rec.updated = self.clock.now();
-        self.store.save(rec).await.map_err(|e| Error::Store(e.0))
+        self.store.save(rec).await.map_err(|e| Error::Store(e.0))?;
+        if rec.state.is_terminal() {
+            // After the save, so a woken waiter reads the terminal state.
+            self.terminal.notify_waiters();
+        }
+        Ok(())
     }
 
     fn emit(&self, rec: &SessionRecord, kind: EventKind) {
@@ -346,9 +351,6 @@ impl Inner {
         tracing::debug!(session = %rec.session_id, role = %rec.role, %from, to = %state, "state");
         if from != state {
             self.emit(rec, EventKind::StateChanged { from, to: state });
-        }
-        if state.is_terminal() {
-            self.terminal.notify_waiters();
         }
     }
 

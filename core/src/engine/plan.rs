@@ -414,12 +414,16 @@ impl Inner {
                 continue;
             };
             let outcome = self.host.execute(&rec.info.device, &inverse).await;
-            let undone = match &outcome {
-                Ok(_) => true,
+            let pending = entry.status == JournalStatus::Pending;
+            let undone = match (&outcome, &inverse) {
+                (Ok(_), _) => true,
                 // Already gone: the write never happened, or the client removed it.
-                Err(e) => {
-                    e.status == status::NOT_FOUND && matches!(inverse, ClientCommand::Delete { .. })
+                (Err(e), ClientCommand::Delete { .. }) => e.status == status::NOT_FOUND,
+                // A delete that may not have happened: the node is still there.
+                (Err(e), ClientCommand::Add { .. }) => {
+                    pending && e.status == status::ALREADY_EXISTS
                 }
+                _ => false,
             };
             if undone {
                 rec.journal[i].status = JournalStatus::Undone;

@@ -43,6 +43,8 @@ struct DeviceState {
     log: Vec<String>,
     sessions: Vec<String>,
     on_trigger: Option<TriggerHook>,
+    /// Triggers already acted on: a device bootstraps once per trigger.
+    fired: Vec<String>,
 }
 
 /// A simulated device. Cheap to share (`Arc`); every method is thread-safe.
@@ -97,6 +99,7 @@ impl SimDevice {
                 log: Vec::new(),
                 sessions: Vec::new(),
                 on_trigger: None,
+                fired: Vec::new(),
             }),
         }
     }
@@ -176,6 +179,14 @@ impl SimDevice {
     pub fn dump(&self) -> String {
         let st = self.lock();
         MgmtTree::new(vec![st.root.clone()]).to_xml()
+    }
+
+    /// Every node's URI, parents first.
+    pub fn uris(&self) -> Vec<String> {
+        let st = self.lock();
+        let mut out = Vec::new();
+        st.root.walk(".", &mut |u, _| out.push(u.to_string()));
+        out
     }
 
     /// The account node names whose ServerID is `server_id`.
@@ -323,9 +334,14 @@ impl SimDevice {
             };
             st.log.push(format!("{server_id}: {cmd} -> {code}"));
             let trigger = match (&result, cmd) {
-                (Ok(_), ClientCommand::Add { .. }) => find_trigger(&st.root, &cmd.uri()),
+                (Ok(_), ClientCommand::Add { .. }) => {
+                    find_trigger(&st.root, &cmd.uri()).filter(|t| !st.fired.contains(&t.uri))
+                }
                 _ => None,
             };
+            if let Some(t) = &trigger {
+                st.fired.push(t.uri.clone());
+            }
             (result, trigger.map(|t| (t, st.on_trigger.clone())))
         };
         if let Some((t, Some(hook))) = trigger {
