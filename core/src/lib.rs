@@ -15,6 +15,17 @@
 //!   and demos.
 //!
 //! The crate is pure Rust with no FFI types; the bindings wrap [`DelegationServer`].
+//!
+//! ```
+//! use dmdelegate::{sim::Testbed, DelegationType, Method, State};
+//! # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
+//! // Two servers, a simulated device and a Bootstrap Server, in process.
+//! let tb = Testbed::new();
+//! let (dms1, dms2) = tb.run(Method::DelegatingInitiates, DelegationType::Partial).await?;
+//! assert_eq!((dms1.state, dms2.state), (State::Completed, State::Completed));
+//! assert_eq!(tb.device.accounts_of(Testbed::DMS2).len(), 1);
+//! # Ok::<(), dmdelegate::Error>(()) }).unwrap();
+//! ```
 #![warn(missing_docs)]
 
 pub mod acl;

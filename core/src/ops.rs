@@ -9,6 +9,8 @@ use crate::tree::{MgmtTree, Node, TNDS_MEDIA_TYPE};
 use crate::xml::{escape_into, XmlWriter};
 
 /// One operation on the device's DM Tree, executed by the host in its DM session.
+// A handful of commands exist per delegation; boxing the tree would only burden bindings.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ClientCommand {
     /// Read the structure of the subtree at `uri` with every node's ACL
@@ -143,7 +145,10 @@ impl ClientCommand {
 impl fmt::Display for ClientCommand {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ClientCommand::GetTree { uri, .. } => write!(f, "Get {uri}?list=TNDS+ACL"),
+            ClientCommand::GetTree { uri, values: false } => write!(f, "Get {uri}?list=TNDS+ACL"),
+            ClientCommand::GetTree { uri, values: true } => {
+                write!(f, "Get {uri}?list=TNDS+ACL+Value")
+            }
             ClientCommand::GetAcl { uri } => write!(f, "Get {uri}?prop=ACL"),
             ClientCommand::Add { parent, node } => write!(f, "Add {parent}/{}", node.name),
             ClientCommand::ReplaceAcl { uri, acl } => {
@@ -155,6 +160,7 @@ impl fmt::Display for ClientCommand {
 }
 
 /// What a successful command returns.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CommandOutput {
     /// A write succeeded.

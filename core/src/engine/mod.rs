@@ -526,9 +526,7 @@ impl Inner {
             },
             Some(mut rec) => {
                 let step = self.on_message(&mut rec, msg).await;
-                if let Err(e) = self.save(&mut rec).await {
-                    return Err(e);
-                }
+                self.save(&mut rec).await?;
                 step
             }
         };
