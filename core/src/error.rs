@@ -169,10 +169,23 @@ impl Error {
             Error::InvalidState(_) => ReasonCode::InvalidState,
             Error::Authentication(_) => ReasonCode::AuthenticationFailed,
             Error::WrongRecipient { .. } => ReasonCode::AuthenticationFailed,
+            Error::Device {
+                status: crate::ops::status::UNREACHABLE,
+                ..
+            } => ReasonCode::DeviceUnreachable,
             Error::Device { .. } => ReasonCode::ClientOperationFailed,
             Error::Host { reason, .. } | Error::Failed { reason, .. } => *reason,
             Error::Transport { .. } => ReasonCode::PeerUnreachable,
             Error::Store(_) => ReasonCode::InternalError,
+        }
+    }
+}
+
+impl From<crate::host::HostError> for Error {
+    fn from(e: crate::host::HostError) -> Self {
+        Error::Host {
+            reason: e.reason,
+            message: e.message,
         }
     }
 }

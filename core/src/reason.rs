@@ -48,6 +48,8 @@ reason_codes! {
     Unsupported = 103, "unsupported method or delegation type";
     /// A delegated subtree is not managed by the delegating server, or is invalid.
     InvalidSubtree = 104, "invalid or unmanaged subtree";
+    /// Another delegation of the same device is in progress at the receiver.
+    DeviceBusy = 105, "another delegation of the device is in progress";
     /// The sender is not the authenticated peer, or the peer is not trusted.
     AuthenticationFailed = 110, "authentication failed";
     /// The message does not fit the session's state (unexpected or out of order).

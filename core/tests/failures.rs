@@ -446,6 +446,7 @@ async fn a_temporary_delegation_is_reverted_at_its_end() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rollback_that_cannot_finish_is_reported_not_hidden() {
     let tb = Testbed::new();
+    let before = tb.device.dump();
     // Refuse the third write (an ACL change), then refuse the account's removal.
     tb.device.inject_fault(DeviceFault {
         matching: String::new(),
@@ -476,4 +477,46 @@ async fn a_rollback_that_cannot_finish_is_reported_not_hidden() {
         .expect("RollbackIncomplete event");
     assert_eq!(incomplete.len(), 1);
     assert!(incomplete[0].contains("Delete ./DMAcc/"), "{incomplete:?}");
+
+    // Once the device cooperates again, an operator finishes the rollback.
+    let retried = tb.dms1.retry_rollback(FIXED_ID).await.unwrap();
+    assert_eq!(retried.state, State::RolledBack);
+    assert_eq!(retried.pending_operations, 0);
+    assert_same_tree(&tb.device.dump(), &before, "after retry");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_device_is_delegated_by_one_session_at_a_time() {
+    // DMS-1's NOTIF is lost: DMS-1 has a running session, DMS-2 none.
+    let tb = Testbed::new();
+    tb.network.inject(MessageKind::Notif, LinkFault::Drop);
+    start(&tb, Method::DelegatingInitiates, DelegationType::Partial).await;
+    let second = tb
+        .dms1
+        .start_delegation(tb.request(Method::DelegatingInitiates, DelegationType::Partial))
+        .await
+        .unwrap_err();
+    assert_eq!(second.reason(), ReasonCode::DeviceBusy, "{second}");
+    // DMS-2 asking for the same device meanwhile gets a nack 105 from DMS-1.
+    let id = tb
+        .dms2
+        .start_delegation(tb.request(Method::DelegatedInitiates, DelegationType::Partial))
+        .await
+        .unwrap();
+    let info = tb.dms2.session(&id).await.unwrap();
+    assert_eq!(info.state, State::Rejected);
+    assert_eq!(info.reason.unwrap().code, ReasonCode::DeviceBusy.code());
+    assert!(tb.device.log().is_empty(), "the device was never touched");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expiry_in_the_past_is_refused() {
+    let tb = Testbed::new();
+    let mut req = tb.request(Method::DelegatingInitiates, DelegationType::Partial);
+    req.expires = Some(dmdelegate::Clock::now(&tb.clock));
+    let err = tb.dms1.start_delegation(req).await.unwrap_err();
+    assert!(
+        matches!(err, Error::InvalidArgument { ref field, .. } if field == "expires"),
+        "{err}"
+    );
 }

@@ -199,6 +199,12 @@ impl DelegationServer {
             .await
     }
 
+    /// Tries again to undo the client changes of a session that ended `RollbackFailed`
+    /// (for example once the device is reachable again).
+    pub async fn retry_rollback(&self, session_id: &str) -> Result<SessionInfo> {
+        self.inner.retry_rollback(session_id).await
+    }
+
     /// One session.
     pub async fn session(&self, session_id: &str) -> Result<SessionInfo> {
         self.inner
@@ -370,7 +376,44 @@ impl Inner {
         }
     }
 
+    /// Refuses a second concurrent delegation of one device: interleaved ACL edits would
+    /// make each session's journal undo the other's changes.
+    async fn check_device_free(&self, device_id: &str, except: &str) -> Result<()> {
+        let busy = self
+            .store
+            .list()
+            .await
+            .map_err(|e| Error::Store(e.0))?
+            .into_iter()
+            .find(|r| {
+                !r.state.is_terminal()
+                    && r.info.device.device_id == device_id
+                    && r.session_id != except
+            });
+        match busy {
+            Some(r) => Err(Error::Failed {
+                reason: ReasonCode::DeviceBusy,
+                message: format!(
+                    "device `{device_id}` is being delegated in session `{}` ({})",
+                    r.session_id, r.state
+                ),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    fn check_expiry(&self, expires: Option<Timestamp>) -> Result<()> {
+        match expires {
+            Some(e) if e <= self.clock.now() => Err(Error::InvalidArgument {
+                field: "expires".into(),
+                reason: format!("{} is not in the future", e.to_rfc3339()),
+            }),
+            _ => Ok(()),
+        }
+    }
+
     async fn start(&self, req: DelegationRequest) -> Result<String> {
+        self.check_expiry(req.expires)?;
         validate_server_id(&req.peer).map_err(|reason| Error::InvalidArgument {
             field: "peer".into(),
             reason,
@@ -438,6 +481,8 @@ impl Inner {
                 reason: format!("session `{session_id}` already exists"),
             });
         }
+        self.check_device_free(&rec.info.device.device_id, &session_id)
+            .await?;
         let wait = self.config.timeouts.response;
         self.enter(&mut rec, State::NotifSent, Some(wait));
         self.save(&mut rec).await?;
@@ -579,7 +624,14 @@ impl Inner {
             expires: rec.expires,
         };
         let mut out = Vec::new();
-        let decision = self.host.accept_delegation(&offer).await;
+        let precheck = match self.check_expiry(rec.expires) {
+            Ok(()) => self.check_device_free(&rec.info.device.device_id, "").await,
+            Err(e) => Err(e),
+        };
+        let decision = match precheck {
+            Err(e) => PolicyDecision::Reject(Reason::new(e.reason(), e.to_string())),
+            Ok(()) => self.host.accept_delegation(&offer).await,
+        };
         let decision = match (decision, role) {
             (PolicyDecision::Accept, Role::Delegated) => {
                 match self.our_account(&rec.info.device).await {
@@ -620,14 +672,7 @@ impl Inner {
 
     /// DMS-2: the account to send, validated and checked against our ServerID.
     async fn our_account(&self, device: &crate::DeviceInfo) -> Result<crate::DmAcc> {
-        let acc = self
-            .host
-            .dm_account(device)
-            .await
-            .map_err(|e| Error::Host {
-                reason: ReasonCode::InvalidDmAccount,
-                message: e.message,
-            })?;
+        let acc = self.host.dm_account(device).await?;
         acc.validate().map_err(|e| Error::Host {
             reason: ReasonCode::InvalidDmAccount,
             message: e.to_string(),
@@ -653,7 +698,12 @@ impl Inner {
         if rec.method.uses_bootstrap() {
             self.enter(rec, State::AwaitingBootstrapRequest, Some(t.response));
         } else {
-            self.enter(rec, State::AwaitingPrepared, Some(t.preparation));
+            // DMS-1's preparation clock starts after START arrives: allow one message more.
+            self.enter(
+                rec,
+                State::AwaitingPrepared,
+                Some(t.preparation + t.response),
+            );
         }
         msg
     }
@@ -669,13 +719,10 @@ impl Inner {
                 Vec::new(),
             );
         }
-        if h.seq <= rec.last_peer_seq {
-            return (Ok(Receipt::Duplicate), Vec::new());
-        }
-        let in_order = h.seq == rec.last_peer_seq + 1;
-        rec.last_peer_seq = h.seq;
-
+        // FAILURE is honoured whatever its sequence number: either side may send it at any
+        // time, including a server that lost the session and answers with sequence 1.
         if let Body::Failure(reason) = &msg.body {
+            rec.last_peer_seq = rec.last_peer_seq.max(h.seq);
             let may_fail = !rec.state.is_terminal()
                 || (rec.state == State::Completed && rec.role == Role::Delegated);
             if may_fail {
@@ -684,6 +731,11 @@ impl Inner {
             }
             return (Ok(Receipt::Accepted), Vec::new());
         }
+        if h.seq <= rec.last_peer_seq {
+            return (Ok(Receipt::Duplicate), Vec::new());
+        }
+        let in_order = h.seq == rec.last_peer_seq + 1;
+        rec.last_peer_seq = h.seq;
         if rec.state.is_terminal() {
             let reply = self.outgoing(
                 rec,
@@ -802,26 +854,13 @@ impl Inner {
             (Role::Delegated, Body::Prepared) => {
                 self.enter(rec, State::OpeningSession, Some(t.preparation));
                 let info = SessionInfo::from(&*rec);
-                self.host
-                    .open_dm_session(&info)
-                    .await
-                    .map_err(|e| Error::Host {
-                        reason: ReasonCode::DmSessionFailed,
-                        message: e.message,
-                    })?;
+                self.host.open_dm_session(&info).await?;
                 let m = self.outgoing(rec, Body::Confirm);
                 self.complete_delegated(rec);
                 Ok(vec![m])
             }
             (Role::Delegated, Body::BootstrapUrlRequest) => {
-                let url = self
-                    .host
-                    .bootstrap_server_url(&rec.info.device)
-                    .await
-                    .map_err(|e| Error::Host {
-                        reason: ReasonCode::BootstrapUrlUnavailable,
-                        message: e.message,
-                    })?;
+                let url = self.host.bootstrap_server_url(&rec.info.device).await?;
                 crate::message::validate_https_url(&url).map_err(|message| Error::Host {
                     reason: ReasonCode::BootstrapUrlUnavailable,
                     message,
@@ -927,7 +966,9 @@ impl Inner {
                     reason: reason.clone(),
                 },
             );
-            self.enter(rec, State::RollingBack, None);
+            // A deadline, so a rollback interrupted by a crash is resumed by `expire_due`.
+            let retry = self.config.timeouts.response;
+            self.enter(rec, State::RollingBack, Some(retry));
             // Persist the decision before touching the device again.
             let _ = self.save(rec).await;
         }
@@ -963,6 +1004,36 @@ impl Inner {
         } else {
             Vec::new()
         }
+    }
+
+    async fn retry_rollback(&self, session_id: &str) -> Result<SessionInfo> {
+        let lock = self.lock_for(session_id);
+        let _guard = lock.lock().await;
+        let mut rec = self
+            .load(session_id)
+            .await?
+            .ok_or_else(|| Error::UnknownSession(session_id.to_string()))?;
+        if rec.state != State::RollbackFailed {
+            return Err(Error::InvalidState(format!(
+                "session `{session_id}` is {}, not RollbackFailed",
+                rec.state
+            )));
+        }
+        let reason = rec
+            .reason
+            .clone()
+            .unwrap_or_else(|| Reason::new(ReasonCode::Unspecified, "rollback retried"));
+        let failed = self.rollback_client(&mut rec).await;
+        if failed.is_empty() {
+            rec.journal.clear();
+            rec.preexisting_peer_accounts = None;
+            self.enter(&mut rec, State::RolledBack, None);
+            self.emit(&rec, EventKind::RolledBack { reason });
+        } else {
+            self.emit(&rec, EventKind::RollbackIncomplete { reason, failed });
+        }
+        self.save(&mut rec).await?;
+        Ok(SessionInfo::from(&rec))
     }
 
     async fn expire_due(&self) -> Result<usize> {
