@@ -132,10 +132,36 @@ impl DmAcc {
     /// Checks every field against the DMAcc MO's rules; the error names the field.
     pub fn validate(&self) -> Result<(), DecodeError> {
         let here = format!("DMAcc/{}", self.node_name);
-        if self.node_name.is_empty() || self.node_name.contains(['/', '?', '*']) {
+        if self.node_name.is_empty()
+            || self.node_name.contains(['/', '?', '*'])
+            || self.node_name.trim() != self.node_name
+            || crate::xml::check_xml_text(&self.node_name).is_err()
+        {
             return Err(invalid(here, "node name must be one non-empty URI segment"));
         }
         validate_server_id(&self.server_id).map_err(|r| invalid(join(&here, "ServerID"), r))?;
+        let texts = [
+            ("ServerID", Some(&self.server_id)),
+            ("Name", self.name.as_ref()),
+            ("PrefConRef", self.pref_con_ref.as_ref()),
+            ("AAuthPref", self.auth_pref.as_ref()),
+        ];
+        let auth_texts = self.auths.iter().enumerate().flat_map(|(i, a)| {
+            [
+                (format!("AppAuth/{}/AAuthName", i + 1), a.name.as_ref()),
+                (format!("AppAuth/{}/AAuthSecret", i + 1), a.secret.as_ref()),
+                (format!("AppAuth/{}/AAuthData", i + 1), a.data.as_ref()),
+            ]
+        });
+        for (name, value) in texts
+            .into_iter()
+            .map(|(n, v)| (n.to_string(), v))
+            .chain(auth_texts)
+        {
+            if let Some(v) = value {
+                crate::xml::check_xml_text(v).map_err(|r| invalid(join(&here, &name), r))?;
+            }
+        }
         if self.addresses.is_empty() {
             return Err(DecodeError::MissingField {
                 field: join(&here, "AppAddr"),

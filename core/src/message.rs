@@ -185,11 +185,23 @@ impl Timestamp {
         }
     }
 
-    /// Parses RFC 3339 text (any offset), truncating below milliseconds.
+    /// The earliest time the wire format carries: 0000-01-01T00:00:00Z.
+    pub const MIN: Timestamp = Timestamp(-62_167_219_200_000);
+    /// The latest time the wire format carries: 9999-12-31T23:59:59.999Z.
+    pub const MAX: Timestamp = Timestamp(253_402_300_799_999);
+
+    /// True when the time lies in years 0000–9999, which RFC 3339 can write.
+    pub fn is_representable(self) -> bool {
+        (Self::MIN..=Self::MAX).contains(&self)
+    }
+
+    /// Parses RFC 3339 text (any offset), rounding down to milliseconds.
     pub fn parse_rfc3339(text: &str) -> Result<Timestamp, String> {
         let t = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
             .map_err(|e| format!("`{text}` is not an RFC 3339 date-time: {e}"))?;
-        Ok(Timestamp((t.unix_timestamp_nanos() / 1_000_000) as i64))
+        Ok(Timestamp(
+            t.unix_timestamp_nanos().div_euclid(1_000_000) as i64
+        ))
     }
 }
 
@@ -383,6 +395,27 @@ fn invalid(field: String, reason: impl Into<String>) -> DecodeError {
     }
 }
 
+/// Checks a text field: only characters XML carries, and (for fields decoding trims) no
+/// white space around it, so that what validates is exactly what arrives.
+fn check_text(field: &str, value: &str, trimmed: bool) -> Result<(), DecodeError> {
+    crate::xml::check_xml_text(value).map_err(|r| invalid(field.to_string(), r))?;
+    if trimmed && value.trim() != value {
+        return Err(invalid(
+            field.to_string(),
+            "has white space around it (decoding trims it)",
+        ));
+    }
+    Ok(())
+}
+
+fn check_time(field: &str, t: Timestamp) -> Result<(), DecodeError> {
+    if t.is_representable() {
+        Ok(())
+    } else {
+        Err(invalid(field.to_string(), "outside years 0000–9999"))
+    }
+}
+
 /// Checks a session id: 1–64 characters of `A-Z a-z 0-9 . _ -`.
 pub fn validate_session_id(id: &str) -> Result<(), String> {
     if id.is_empty() || id.len() > 64 {
@@ -409,6 +442,7 @@ impl Message {
         validate_server_id(&h.sender).map_err(|r| invalid("Delegation/Header/Sender".into(), r))?;
         validate_server_id(&h.recipient)
             .map_err(|r| invalid("Delegation/Header/Recipient".into(), r))?;
+        check_time("Delegation/Header/Timestamp", h.timestamp)?;
         if h.sender == h.recipient {
             return Err(invalid(
                 "Delegation/Header/Recipient".into(),
@@ -423,6 +457,7 @@ impl Message {
                 } else {
                     "Delegation/Failure"
                 };
+                check_text(&join(name, "Text"), &r.text, true)?;
                 if r.text.len() > 1024 {
                     return Err(invalid(join(name, "Text"), "longer than 1024 bytes"));
                 }
@@ -566,6 +601,9 @@ fn validate_notif(n: &Notif, h: &Header) -> Result<(), DecodeError> {
             format!("`{}` is not the sender `{}`", n.dm_server_id, h.sender),
         ));
     }
+    if let Some(e) = n.expires {
+        check_time(&join(here, "Expires"), e)?;
+    }
     if n.expires.is_some() && n.delegation_type == DelegationType::Full {
         return Err(invalid(
             join(here, "Expires"),
@@ -578,12 +616,11 @@ fn validate_notif(n: &Notif, h: &Header) -> Result<(), DecodeError> {
         ("Man", &dev.manufacturer),
         ("Mod", &dev.model),
     ] {
+        let field = format!("{here}/DelInfo/Device/{name}");
         if v.trim().is_empty() || v.len() > 256 {
-            return Err(invalid(
-                format!("{here}/DelInfo/Device/{name}"),
-                "must be 1 to 256 characters",
-            ));
+            return Err(invalid(field, "must be 1 to 256 bytes"));
         }
+        check_text(&field, v, true)?;
     }
     if n.info.subtrees.is_empty() {
         return Err(DecodeError::MissingField {
@@ -593,6 +630,7 @@ fn validate_notif(n: &Notif, h: &Header) -> Result<(), DecodeError> {
     for (i, s) in n.info.subtrees.iter().enumerate() {
         let base = format!("{here}/DelInfo/Subtree[{}]", i + 1);
         uri_segments(&s.uri).map_err(|r| invalid(join(&base, "URI"), r))?;
+        check_text(&join(&base, "URI"), &s.uri, true)?;
         if s.rights.is_empty() {
             return Err(invalid(join(&base, "Rights"), "grants no command"));
         }
@@ -640,6 +678,25 @@ fn message_from_element(root: &Element) -> Result<Message, DecodeError> {
             })
         }
     }
+    if let Some((name, _)) = root.attrs.iter().find(|(k, _)| k != "version") {
+        return Err(DecodeError::UnexpectedElement {
+            parent: "Delegation".into(),
+            element: format!("@{name}"),
+        });
+    }
+    if !crate::xml::is_xml_blank(&root.text) {
+        return Err(invalid(
+            "Delegation".into(),
+            "text mixed with child elements",
+        ));
+    }
+    same_namespace(root, "Delegation")?;
+    if root.children.first().map(|c| c.name.as_str()) != Some("Header") {
+        return Err(invalid(
+            "Delegation/Header".into(),
+            "must be the first element",
+        ));
+    }
     let header_el = root.required_child("Header", "Delegation")?;
     let header = header_from_element(header_el)?;
     let bodies: Vec<&Element> = root
@@ -673,7 +730,7 @@ fn message_from_element(root: &Element) -> Result<Message, DecodeError> {
         "Res" => {
             body_el.only_children(&["Ack", "Nack"], &here)?;
             match (body_el.child("Ack"), body_el.child("Nack")) {
-                (Some(_), None) => Body::Ack,
+                (Some(ack), None) => empty_body(ack, &join(&here, "Ack"), Body::Ack)?,
                 (None, Some(n)) => Body::Nack(reason_from_element(n, &join(&here, "Nack"))?),
                 _ => return Err(invalid(here, "must hold exactly one of Ack or Nack")),
             }
@@ -717,6 +774,24 @@ fn message_from_element(root: &Element) -> Result<Message, DecodeError> {
         }
     };
     Ok(Message { header, body })
+}
+
+/// Every element of the envelope (the TNDS inside START aside) is in [`NAMESPACE`].
+fn same_namespace(el: &Element, path: &str) -> Result<(), DecodeError> {
+    for c in &el.children {
+        if c.name == "MgmtTree" {
+            continue;
+        }
+        let here = join(path, &c.name);
+        if c.ns.as_deref() != Some(NAMESPACE) {
+            return Err(DecodeError::WrongNamespace {
+                expected: NAMESPACE.into(),
+                found: format!("{} (at {here})", c.ns.clone().unwrap_or_default()),
+            });
+        }
+        same_namespace(c, &here)?;
+    }
+    Ok(())
 }
 
 fn empty_body(el: &Element, here: &str, body: Body) -> Result<Body, DecodeError> {
@@ -790,7 +865,8 @@ fn notif_from_element(el: &Element, here: &str) -> Result<Notif, DecodeError> {
         s.only_children(&["URI", "Rights"], &base)?;
         let rights = s
             .required_text("Rights", &base)?
-            .split_whitespace()
+            .split([' ', '\t', '\n', '\r'])
+            .filter(|r| !r.is_empty())
             .map(|r| {
                 r.parse::<AclCommand>()
                     .map_err(|_| invalid(join(&base, "Rights"), format!("`{r}` is not a command")))
@@ -823,7 +899,7 @@ fn reason_from_element(el: &Element, here: &str) -> Result<Reason, DecodeError> 
         .map_err(|e| invalid(join(here, "Code"), format!("`{code_text}`: {e}")))?;
     Ok(Reason {
         code,
-        text: el.optional_text("Text").unwrap_or("").to_string(),
+        text: el.required_text("Text", here)?.to_string(),
     })
 }
 

@@ -83,17 +83,54 @@ impl Element {
 
     /// Refuses any child element whose name is not in `allowed`.
     pub fn only_children(&self, allowed: &[&str], path: &str) -> Result<(), DecodeError> {
-        match self
-            .children
-            .iter()
-            .find(|c| !allowed.contains(&c.name.as_str()))
-        {
-            Some(c) => Err(DecodeError::UnexpectedElement {
-                parent: path.to_string(),
-                element: c.name.clone(),
-            }),
-            None => Ok(()),
+        for (i, c) in self.children.iter().enumerate() {
+            if !allowed.contains(&c.name.as_str()) {
+                return Err(DecodeError::UnexpectedElement {
+                    parent: path.to_string(),
+                    element: c.name.clone(),
+                });
+            }
+            // Only list elements repeat; a second scalar would be silently ignored otherwise.
+            if !REPEATABLE.contains(&c.name.as_str())
+                && self.children[..i].iter().any(|p| p.name == c.name)
+            {
+                return Err(DecodeError::InvalidField {
+                    field: join(path, &c.name),
+                    reason: "appears more than once".into(),
+                });
+            }
         }
+        if !self.children.is_empty() && !is_xml_blank(&self.text) {
+            return Err(DecodeError::InvalidField {
+                field: path.to_string(),
+                reason: "text mixed with child elements".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The only elements that may repeat in the documents this crate reads.
+const REPEATABLE: &[&str] = &["Node", "Subtree"];
+
+/// True when `text` holds only XML white space (space, tab, CR, LF).
+pub(crate) fn is_xml_blank(text: &str) -> bool {
+    text.chars().all(|c| matches!(c, ' ' | '\t' | '\n' | '\r'))
+}
+
+/// True for characters XML 1.0 can carry (`Char` production).
+pub(crate) fn is_xml_char(c: char) -> bool {
+    matches!(c, '\t' | '\n' | '\r') || (c >= ' ' && !matches!(c, '\u{FFFE}' | '\u{FFFF}'))
+}
+
+/// Checks that `text` can be written as XML character data.
+pub(crate) fn check_xml_text(text: &str) -> Result<(), String> {
+    match text.chars().find(|c| !is_xml_char(*c)) {
+        Some(c) => Err(format!(
+            "character U+{:04X} cannot be carried in XML",
+            u32::from(c)
+        )),
+        None => Ok(()),
     }
 }
 
@@ -176,6 +213,7 @@ pub(crate) fn parse(input: &[u8], limits: &XmlLimits) -> Result<Element, DecodeE
                             ) => DecodeError::Entity { name },
                             other => malformed(other),
                         })?;
+                    check_xml_text(&value).map_err(|reason| DecodeError::Malformed { reason })?;
                     attrs.push((key.to_string(), value.into_owned()));
                 }
                 let element = Element {
@@ -245,6 +283,7 @@ fn attach(stack: &mut [Element], root: &mut Option<Element>, element: Element) {
 }
 
 fn push_text(stack: &mut [Element], content: &str) -> Result<(), DecodeError> {
+    check_xml_text(content).map_err(|reason| DecodeError::Malformed { reason })?;
     match stack.last_mut() {
         Some(el) => {
             el.text.push_str(content);
@@ -264,6 +303,8 @@ pub(crate) fn escape_into(out: &mut String, text: &str) {
             '>' => out.push_str("&gt;"),
             '"' => out.push_str("&quot;"),
             '\'' => out.push_str("&apos;"),
+            // A raw CR would come back as LF (XML end-of-line handling).
+            '\r' => out.push_str("&#13;"),
             c => out.push(c),
         }
     }
@@ -361,6 +402,23 @@ mod tests {
         );
         let ok = parse(b"<a>&amp;&#65;&lt;</a>", &l).unwrap();
         assert_eq!(ok.text, "&A<");
+    }
+
+    #[test]
+    fn refuses_characters_xml_cannot_carry_and_keeps_carriage_returns() {
+        let l = XmlLimits::default();
+        assert!(matches!(
+            parse(b"<a>&#1;</a>", &l),
+            Err(DecodeError::Malformed { .. })
+        ));
+        assert!(matches!(
+            parse(b"<a>\x07</a>", &l),
+            Err(DecodeError::Malformed { .. })
+        ));
+        let mut out = String::from("<a>");
+        escape_into(&mut out, "x\r\ny");
+        out.push_str("</a>");
+        assert_eq!(parse(out.as_bytes(), &l).unwrap().text, "x\r\ny");
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //!
 //! Every valid vector must decode, re-encode and decode to the same message; every invalid
 //! vector must be refused with exactly the error listed in [`INVALID`] (the same table as
-//! `vectors/invalid/README.md`). The XSD side is checked by `scripts/validate-vectors.sh`.
+//! `vectors/invalid/README.md`). The reason code table in the XSD's annotation must match
+//! [`ReasonCode::ALL`]. The XSD side is checked by `scripts/validate-vectors.sh`.
 //!
 //! Set `DMDELEGATE_ENCODED_VECTORS_DIR` to a directory to also have the encoder's output for
 //! every valid vector written there (same file names), for example to validate it with
@@ -12,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use dmdelegate::{Body, DecodeError, Message, MessageKind, Method};
+use dmdelegate::{Body, DecodeError, Message, MessageKind, Method, ReasonCode};
 
 const VECTORS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../vectors");
 
@@ -142,11 +143,21 @@ const INVALID: &[(&str, Expect)] = &[
             element: "Confirm",
         },
     ),
+    (
+        "session-id-twice.xml",
+        Expect::InvalidField("Delegation/Header/SessionID"),
+    ),
+    (
+        "header-after-body.xml",
+        Expect::InvalidField("Delegation/Header"),
+    ),
 ];
 
 fn dir(name: &str) -> PathBuf {
     Path::new(VECTORS).join(name)
 }
+
+const SCHEMA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../schema/delegation-1.0.xsd");
 
 /// `(file name, contents)` of every `*.xml` file in `vectors/<name>`, sorted by name.
 fn xml_files(name: &str) -> Vec<(String, Vec<u8>)> {
@@ -299,4 +310,36 @@ fn oversize_document_is_rejected() {
             ..
         })
     ));
+}
+
+#[test]
+fn schema_documents_every_reason_code() {
+    let xsd = fs::read_to_string(SCHEMA).expect("schema/delegation-1.0.xsd");
+    // Table rows in the ReasonCodeType annotation: `<code> <Name> <description>`.
+    let rows: BTreeMap<u16, (String, String)> = xsd
+        .lines()
+        .filter_map(|line| {
+            let mut words = line.split_whitespace();
+            let code = words.next()?.parse::<u16>().ok()?;
+            let name = words.next()?.to_string();
+            Some((code, (name, words.collect::<Vec<_>>().join(" "))))
+        })
+        .collect();
+    for r in ReasonCode::ALL {
+        let want = (format!("{r:?}"), r.description().to_string());
+        assert_eq!(
+            rows.get(&r.code()),
+            Some(&want),
+            "the XSD's reason code table is out of date for {}",
+            r.code()
+        );
+    }
+    assert_eq!(
+        rows.len(),
+        ReasonCode::ALL.len(),
+        "the XSD lists codes the crate does not know: {:?}",
+        rows.keys()
+            .filter(|c| ReasonCode::from_code(**c).is_none())
+            .collect::<Vec<_>>()
+    );
 }
