@@ -218,10 +218,8 @@ impl DelegationServer {
     pub async fn sessions(&self) -> Result<Vec<SessionInfo>> {
         let mut list: Vec<SessionInfo> = self
             .inner
-            .store
-            .list()
-            .await
-            .map_err(|e| Error::Store(e.0))?
+            .records()
+            .await?
             .iter()
             .map(SessionInfo::from)
             .collect();
@@ -264,13 +262,7 @@ impl DelegationServer {
     /// Removes terminal sessions last changed before `before` from the store.
     pub async fn purge_finished(&self, before: Timestamp) -> Result<usize> {
         let mut n = 0;
-        for r in self
-            .inner
-            .store
-            .list()
-            .await
-            .map_err(|e| Error::Store(e.0))?
-        {
+        for r in self.inner.records().await? {
             if r.state.is_terminal() && r.updated < before && r.journal.is_empty() {
                 self.inner
                     .store
@@ -379,17 +371,9 @@ impl Inner {
     /// Refuses a second concurrent delegation of one device: interleaved ACL edits would
     /// make each session's journal undo the other's changes.
     async fn check_device_free(&self, device_id: &str, except: &str) -> Result<()> {
-        let busy = self
-            .store
-            .list()
-            .await
-            .map_err(|e| Error::Store(e.0))?
-            .into_iter()
-            .find(|r| {
-                !r.state.is_terminal()
-                    && r.info.device.device_id == device_id
-                    && r.session_id != except
-            });
+        let busy = self.records().await?.into_iter().find(|r| {
+            !r.state.is_terminal() && r.info.device.device_id == device_id && r.session_id != except
+        });
         match busy {
             Some(r) => Err(Error::Failed {
                 reason: ReasonCode::DeviceBusy,
@@ -434,30 +418,16 @@ impl Inner {
         })?;
         let role = req.method.initiator();
         let now = self.clock.now();
-        let mut rec = SessionRecord {
-            session_id: session_id.clone(),
+        let mut rec = SessionRecord::new(
+            session_id.clone(),
             role,
-            method: req.method,
-            delegation_type: req.delegation_type,
-            peer: req.peer.clone(),
-            info: req.info.clone(),
-            expires: req.expires,
-            state: State::NotifSent,
-            next_seq: 1,
-            last_peer_seq: 0,
-            deadline: None,
-            account: None,
-            bootstrap_url: None,
-            installed_account: None,
-            own_account_uri: None,
-            preexisting_peer_accounts: None,
-            cleanup: Vec::new(),
-            journal: Vec::new(),
-            reason: None,
-            history: Vec::new(),
-            created: now,
-            updated: now,
-        };
+            req.method,
+            req.delegation_type,
+            req.peer.clone(),
+            req.info.clone(),
+            req.expires,
+            now,
+        );
         let notif = self.outgoing(
             &mut rec,
             Body::Notif(Notif {
@@ -584,36 +554,17 @@ impl Inner {
         let h = &msg.header;
         let role = h.method.initiator().peer();
         let now = self.clock.now();
-        let mut rec = SessionRecord {
-            session_id: h.session_id.clone(),
+        let mut rec = SessionRecord::new(
+            h.session_id.clone(),
             role,
-            method: h.method,
-            delegation_type: notif.delegation_type,
-            peer: h.sender.clone(),
-            info: notif.info.clone(),
-            expires: notif.expires,
-            state: State::NotifSent,
-            next_seq: 1,
-            last_peer_seq: h.seq,
-            deadline: None,
-            account: None,
-            bootstrap_url: None,
-            installed_account: None,
-            own_account_uri: None,
-            preexisting_peer_accounts: None,
-            cleanup: Vec::new(),
-            journal: Vec::new(),
-            reason: None,
-            history: vec![Step {
-                state: State::NotifSent,
-                at: now,
-            }],
-            created: now,
-            updated: now,
-        };
-        // The record starts "as if" in NotifSent from the peer's side; `enter` records the
-        // real first state below.
-        rec.history.clear();
+            h.method,
+            notif.delegation_type,
+            h.sender.clone(),
+            notif.info.clone(),
+            notif.expires,
+            now,
+        );
+        rec.last_peer_seq = h.seq;
         let offer = DelegationOffer {
             session_id: rec.session_id.clone(),
             peer: rec.peer.clone(),
@@ -888,10 +839,8 @@ impl Inner {
 
     async fn client_connected(&self, device_id: &str) -> Result<Vec<String>> {
         let waiting: Vec<String> = self
-            .store
-            .list()
-            .await
-            .map_err(|e| Error::Store(e.0))?
+            .records()
+            .await?
             .into_iter()
             .filter(|r| {
                 r.role == Role::Delegated
@@ -972,33 +921,16 @@ impl Inner {
             // Persist the decision before touching the device again.
             let _ = self.save(rec).await;
         }
-        let failed = if rec.role == Role::Delegating {
-            self.rollback_client(rec).await
-        } else {
-            Vec::new()
-        };
         rec.reason = Some(reason.clone());
         rec.account = None;
-        if failed.is_empty() {
-            rec.journal.clear();
-            rec.preexisting_peer_accounts = None;
-            self.enter(rec, State::RolledBack, None);
-            self.emit(
-                rec,
-                EventKind::RolledBack {
-                    reason: reason.clone(),
-                },
-            );
-        } else {
-            self.enter(rec, State::RollbackFailed, None);
-            self.emit(
-                rec,
-                EventKind::RollbackIncomplete {
-                    reason: reason.clone(),
-                    failed,
-                },
-            );
-        }
+        self.revert(
+            rec,
+            State::RolledBack,
+            EventKind::RolledBack {
+                reason: reason.clone(),
+            },
+        )
+        .await;
         if notify_peer {
             vec![self.outgoing(rec, Body::Failure(reason))]
         } else {
@@ -1023,23 +955,53 @@ impl Inner {
             .reason
             .clone()
             .unwrap_or_else(|| Reason::new(ReasonCode::Unspecified, "rollback retried"));
-        let failed = self.rollback_client(&mut rec).await;
+        self.revert(
+            &mut rec,
+            State::RolledBack,
+            EventKind::RolledBack { reason },
+        )
+        .await;
+        self.save(&mut rec).await?;
+        Ok(SessionInfo::from(&rec))
+    }
+
+    /// Undoes the client changes (DMS-1; DMS-2 has none) and ends the session in `done`
+    /// with `event`, or in `RollbackFailed` (journal kept) when an inverse fails.
+    async fn revert(&self, rec: &mut SessionRecord, done: State, event: EventKind) {
+        let failed = if rec.role == Role::Delegating {
+            self.rollback_client(rec).await
+        } else {
+            Vec::new()
+        };
         if failed.is_empty() {
             rec.journal.clear();
             rec.preexisting_peer_accounts = None;
-            self.enter(&mut rec, State::RolledBack, None);
-            self.emit(&rec, EventKind::RolledBack { reason });
+            self.enter(rec, done, None);
+            self.emit(rec, event);
         } else {
-            self.emit(&rec, EventKind::RollbackIncomplete { reason, failed });
+            let reason = rec.reason.clone().unwrap_or_else(|| {
+                Reason::new(
+                    ReasonCode::ClientOperationFailed,
+                    "reverting the client failed",
+                )
+            });
+            rec.reason = Some(reason.clone());
+            if rec.state != State::RollbackFailed {
+                self.enter(rec, State::RollbackFailed, None);
+            }
+            self.emit(rec, EventKind::RollbackIncomplete { reason, failed });
         }
-        self.save(&mut rec).await?;
-        Ok(SessionInfo::from(&rec))
+    }
+
+    /// Every stored session record.
+    async fn records(&self) -> Result<Vec<SessionRecord>> {
+        self.store.list().await.map_err(|e| Error::Store(e.0))
     }
 
     async fn expire_due(&self) -> Result<usize> {
         let now = self.clock.now();
         let mut ended = 0;
-        for r in self.store.list().await.map_err(|e| Error::Store(e.0))? {
+        for r in self.records().await? {
             let overdue = !r.state.is_terminal() && r.deadline.is_some_and(|d| d <= now);
             let expired = r.state == State::Completed && r.expires.is_some_and(|e| e <= now);
             if overdue {
@@ -1069,25 +1031,8 @@ impl Inner {
         if rec.state != State::Completed {
             return Ok(());
         }
-        let failed = if rec.role == Role::Delegating {
-            self.rollback_client(&mut rec).await
-        } else {
-            Vec::new()
-        };
-        if failed.is_empty() {
-            rec.journal.clear();
-            rec.preexisting_peer_accounts = None;
-            self.enter(&mut rec, State::Expired, None);
-            self.emit(&rec, EventKind::Expired);
-        } else {
-            let reason = Reason::new(
-                ReasonCode::ClientOperationFailed,
-                "reverting an expired delegation failed",
-            );
-            rec.reason = Some(reason.clone());
-            self.enter(&mut rec, State::RollbackFailed, None);
-            self.emit(&rec, EventKind::RollbackIncomplete { reason, failed });
-        }
+        self.revert(&mut rec, State::Expired, EventKind::Expired)
+            .await;
         self.save(&mut rec).await
     }
 }

@@ -196,6 +196,46 @@ pub struct SessionRecord {
     pub updated: Timestamp,
 }
 
+impl SessionRecord {
+    /// A fresh record in `NotifSent`, with nothing sent or received yet.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        session_id: String,
+        role: Role,
+        method: Method,
+        delegation_type: DelegationType,
+        peer: String,
+        info: DelegationInfo,
+        expires: Option<Timestamp>,
+        now: Timestamp,
+    ) -> Self {
+        SessionRecord {
+            session_id,
+            role,
+            method,
+            delegation_type,
+            peer,
+            info,
+            expires,
+            state: State::NotifSent,
+            next_seq: 1,
+            last_peer_seq: 0,
+            deadline: None,
+            account: None,
+            bootstrap_url: None,
+            installed_account: None,
+            own_account_uri: None,
+            preexisting_peer_accounts: None,
+            cleanup: Vec::new(),
+            journal: Vec::new(),
+            reason: None,
+            history: Vec::new(),
+            created: now,
+            updated: now,
+        }
+    }
+}
+
 /// The public view of a session (no journal, no secrets).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionInfo {
