@@ -38,6 +38,7 @@ pub mod ops;
 pub mod reason;
 pub mod sim;
 pub mod store;
+pub mod syncml;
 pub mod tree;
 mod xml;
 

@@ -1,0 +1,4 @@
+//! dmdelegate on the network.
+#![warn(missing_docs)]
+
+pub mod sqlite;
