@@ -46,7 +46,7 @@ pub use acl::{Acl, AclCommand};
 pub use dmacc::DmAcc;
 pub use engine::{
     DelegationRequest, DelegationServer, Receipt, ServerConfig, SessionInfo, SessionRecord, State,
-    Timeouts,
+    Timeouts, WeakDelegationServer,
 };
 pub use error::{DecodeError, Error, Result};
 pub use host::{

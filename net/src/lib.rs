@@ -1,4 +1,17 @@
-//! dmdelegate on the network.
+//! # dmdelegate-net
+//!
+//! The delegation core on the network: the HTTPS binding with mutual TLS between DM
+//! Servers ([`https`]), TLS identities and a test PKI ([`tls`]), and durable session state
+//! in SQLite ([`sqlite`]).
 #![warn(missing_docs)]
 
+pub mod https;
+pub mod local;
 pub mod sqlite;
+pub mod tls;
+
+pub use https::{
+    serve, Endpoint, HttpsOptions, HttpsSender, HttpsTransport, Peer, DELEGATION_PATH,
+};
+pub use local::{LocalOptions, LocalPair};
+pub use tls::{Identity, TestPki, TlsError};

@@ -144,6 +144,25 @@ impl DelegationServer {
         })
     }
 
+    /// A handle that does not keep the server alive (for transports the server owns).
+    pub fn downgrade(&self) -> WeakDelegationServer {
+        WeakDelegationServer(Arc::downgrade(&self.inner))
+    }
+
+    /// Tells the engine that a message of this session could not be delivered to the peer
+    /// (for transports that deliver in the background): the session fails with reason
+    /// 170 and rolls back. No effect on an ended session.
+    pub async fn peer_unreachable(&self, session_id: &str, detail: &str) -> Result<SessionInfo> {
+        self.inner
+            .fail_session(
+                session_id,
+                Reason::new(ReasonCode::PeerUnreachable, detail),
+                false,
+                false,
+            )
+            .await
+    }
+
     /// This server's ServerID.
     pub fn server_id(&self) -> &str {
         &self.inner.config.server_id
@@ -290,6 +309,23 @@ impl DelegationServer {
                 }
             }
         })
+    }
+}
+
+/// A weak handle to a [`DelegationServer`], from [`DelegationServer::downgrade`].
+#[derive(Clone)]
+pub struct WeakDelegationServer(Weak<Inner>);
+
+impl std::fmt::Debug for WeakDelegationServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WeakDelegationServer")
+    }
+}
+
+impl WeakDelegationServer {
+    /// The server, if it still exists.
+    pub fn upgrade(&self) -> Option<DelegationServer> {
+        self.0.upgrade().map(|inner| DelegationServer { inner })
     }
 }
 

@@ -8,13 +8,38 @@ use crate::dmacc::DmAcc;
 use crate::engine::{DelegationRequest, DelegationServer, ServerConfig, SessionInfo};
 use crate::error::Result;
 use crate::host::ManualClock;
+use crate::host::{Clock, SystemClock, Transport};
 use crate::message::{
     DelegatedSubtree, DelegationInfo, DelegationType, DeviceInfo, Method, Timestamp,
 };
-use crate::store::MemoryStore;
+use crate::store::{MemoryStore, SessionStore};
 use crate::tree::Node;
 
 use super::{InProcessNetwork, SimBootstrapServer, SimDevice, SimHost};
+
+/// Makes a part for the server with the given ServerID.
+pub type PartFactory<T> = Box<dyn Fn(&str) -> Arc<T> + Send + Sync>;
+
+/// How [`Testbed::with_options`] builds its servers.
+#[derive(Default)]
+pub struct TestbedOptions {
+    /// Transport per server; default: the testbed's [`InProcessNetwork`].
+    pub transport: Option<PartFactory<dyn Transport>>,
+    /// Store per server; default: a [`MemoryStore`].
+    pub store: Option<PartFactory<dyn SessionStore>>,
+    /// Use the system clock instead of the testbed's manual clock.
+    pub system_clock: bool,
+    /// Deadlines; default: [`crate::Timeouts::default`].
+    pub timeouts: Option<crate::Timeouts>,
+}
+
+impl std::fmt::Debug for TestbedOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestbedOptions")
+            .field("system_clock", &self.system_clock)
+            .finish_non_exhaustive()
+    }
+}
 
 /// A complete in-process delegation setup.
 ///
@@ -59,9 +84,14 @@ impl Testbed {
     /// DMS-2's Bootstrap Server URL.
     pub const BOOTSTRAP_URL: &'static str = "https://bootstrap.enterprise.example/bs";
 
-    /// A fresh testbed. Must be called inside a tokio runtime (Methods 3/4 spawn the
-    /// device's bootstrap as a task).
+    /// A fresh testbed on the in-process network and a manual clock. Must be called inside
+    /// a tokio runtime (Methods 3/4 spawn the device's bootstrap as a task).
     pub fn new() -> Self {
+        Self::with_options(TestbedOptions::default())
+    }
+
+    /// A testbed whose servers use the given transports, stores and clock.
+    pub fn with_options(options: TestbedOptions) -> Self {
         let clock =
             ManualClock::new(Timestamp::parse_rfc3339("2026-11-21T10:00:00Z").expect("valid"));
         let network = Arc::new(InProcessNetwork::new());
@@ -89,14 +119,25 @@ impl Testbed {
         bootstrap.register(Self::BOOTSTRAP_URL, dms2_account);
 
         let server = |id: &str, host: Arc<SimHost>| {
-            DelegationServer::with_parts(
-                ServerConfig::new(id),
-                host,
-                network.clone(),
-                Arc::new(MemoryStore::new()),
-                Arc::new(clock.clone()),
-            )
-            .expect("valid config")
+            let transport: Arc<dyn Transport> = match &options.transport {
+                Some(make) => make(id),
+                None => network.clone(),
+            };
+            let store: Arc<dyn SessionStore> = match &options.store {
+                Some(make) => make(id),
+                None => Arc::new(MemoryStore::new()),
+            };
+            let time: Arc<dyn Clock> = if options.system_clock {
+                Arc::new(SystemClock)
+            } else {
+                Arc::new(clock.clone())
+            };
+            let mut config = ServerConfig::new(id);
+            if let Some(t) = options.timeouts {
+                config.timeouts = t;
+            }
+            DelegationServer::with_parts(config, host, transport, store, time)
+                .expect("valid config")
         };
         let dms1 = server(Self::DMS1, host1.clone());
         let dms2 = server(Self::DMS2, host2.clone());

@@ -1,0 +1,510 @@
+//! The HTTPS binding: each protocol message is one `POST` of the document to the peer's
+//! delegation endpoint, over TLS 1.3 with client certificates on both sides.
+//!
+//! Receiving: [`serve`] accepts TLS connections, maps the client certificate to a
+//! configured peer, and hands each message to the engine with that peer as the
+//! authenticated sender. Sending: [`HttpsTransport`] queues messages per peer and delivers
+//! them in order from a background task, retrying transient failures with backoff; a
+//! message that cannot be delivered fails its session.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Extension, Router};
+use dmdelegate::message::{Header, MEDIA_TYPE};
+use dmdelegate::{
+    Body, DelegationServer, Error, Message, Reason, ReasonCode, Transport, TransportError,
+    WeakDelegationServer, XmlLimits,
+};
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio_rustls::TlsAcceptor;
+
+use crate::tls::{certificate_names, client_config, server_config, Identity, TlsError};
+
+/// The path of the delegation endpoint.
+pub const DELEGATION_PATH: &str = "/dm-delegation";
+
+/// A peer DM Server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Peer {
+    /// The peer's ServerID.
+    pub server_id: String,
+    /// Its delegation endpoint, `https://host:port/dm-delegation`.
+    pub endpoint: String,
+    /// The DNS name its certificate must carry; the ServerID when absent.
+    #[serde(default)]
+    pub identity: Option<String>,
+    /// Connect here instead of resolving the endpoint's host (the certificate is still
+    /// checked against the host name).
+    #[serde(default)]
+    pub address: Option<SocketAddr>,
+}
+
+impl Peer {
+    /// The name the peer's certificate must carry.
+    pub fn identity(&self) -> &str {
+        self.identity.as_deref().unwrap_or(&self.server_id)
+    }
+}
+
+/// Limits and timeouts of the binding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpsOptions {
+    /// Largest accepted request body.
+    pub max_body_bytes: usize,
+    /// TCP + TLS connect timeout.
+    pub connect_timeout: Duration,
+    /// Whole-request timeout.
+    pub request_timeout: Duration,
+    /// Delivery attempts per message (1 = no retry).
+    pub attempts: u32,
+    /// First retry delay; doubles each attempt.
+    pub backoff: Duration,
+    /// TLS handshake timeout on the server side.
+    pub handshake_timeout: Duration,
+}
+
+impl Default for HttpsOptions {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: XmlLimits::default().max_bytes,
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(30),
+            attempts: 4,
+            backoff: Duration::from_millis(200),
+            handshake_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The ServerID the connection's client certificate proved, if any configured peer matches.
+#[derive(Debug, Clone)]
+struct AuthenticatedPeer(Option<String>);
+
+#[derive(Clone)]
+struct App {
+    server: DelegationServer,
+    limits: XmlLimits,
+}
+
+/// A running endpoint; dropping it (or calling [`Endpoint::shutdown`]) stops accepting.
+#[derive(Debug)]
+pub struct Endpoint {
+    local_addr: SocketAddr,
+    stop: watch::Sender<bool>,
+}
+
+impl Endpoint {
+    /// The address it listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Stops accepting connections.
+    pub fn shutdown(&self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+impl Drop for Endpoint {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// Serves the delegation endpoint for `server` on `listener`: TLS 1.3, client certificate
+/// from `trust_pem` required, and the certificate's DNS name must be a configured peer's
+/// identity. Plain HTTP never gets an answer (the TLS handshake fails).
+pub fn serve(
+    listener: TcpListener,
+    identity: &Identity,
+    trust_pem: &str,
+    peers: &[Peer],
+    server: DelegationServer,
+    options: HttpsOptions,
+) -> Result<Endpoint, TlsError> {
+    let tls = TlsAcceptor::from(server_config(identity, trust_pem)?);
+    let local_addr = listener
+        .local_addr()
+        .map_err(|e| TlsError(format!("listener: {e}")))?;
+    let limits = XmlLimits {
+        max_bytes: options.max_body_bytes,
+        ..server.config().limits
+    };
+    let router = Router::new()
+        .route(DELEGATION_PATH, post(receive))
+        .layer(DefaultBodyLimit::max(options.max_body_bytes))
+        .with_state(App { server, limits });
+    let identities: Arc<Vec<(String, String)>> = Arc::new(
+        peers
+            .iter()
+            .map(|p| (p.identity().to_string(), p.server_id.clone()))
+            .collect(),
+    );
+    let (stop, mut stopped) = watch::channel(false);
+    tokio::spawn(async move {
+        loop {
+            let accepted = tokio::select! {
+                a = listener.accept() => a,
+                _ = stopped.changed() => break,
+            };
+            let Ok((tcp, remote)) = accepted else {
+                continue;
+            };
+            let (tls, router, identities) = (tls.clone(), router.clone(), identities.clone());
+            tokio::spawn(async move {
+                let handshake = tokio::time::timeout(options.handshake_timeout, tls.accept(tcp));
+                let stream = match handshake.await {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        tracing::info!(%remote, error = %e, "TLS handshake refused");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::info!(%remote, "TLS handshake timed out");
+                        return;
+                    }
+                };
+                let names = stream
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|c| c.first())
+                    .map(certificate_names)
+                    .unwrap_or_default();
+                let peer = identities
+                    .iter()
+                    .find(|(identity, _)| names.iter().any(|n| n == identity))
+                    .map(|(_, id)| id.clone());
+                tracing::debug!(%remote, ?names, ?peer, "TLS connection");
+                let service = hyper_util::service::TowerToHyperService::new(
+                    router.layer(Extension(AuthenticatedPeer(peer))),
+                );
+                let io = hyper_util::rt::TokioIo::new(stream);
+                if let Err(e) = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(io, service)
+                    .await
+                {
+                    tracing::debug!(%remote, error = %e, "connection ended");
+                }
+            });
+        }
+    });
+    Ok(Endpoint { local_addr, stop })
+}
+
+fn failure_document(to: &Message, me: &str, reason: Reason) -> String {
+    Message {
+        header: Header {
+            session_id: to.header.session_id.clone(),
+            seq: 1,
+            sender: me.to_string(),
+            recipient: to.header.sender.clone(),
+            method: to.header.method,
+            timestamp: dmdelegate::Timestamp::now(),
+        },
+        body: Body::Failure(reason),
+    }
+    .to_xml()
+}
+
+async fn receive(
+    State(app): State<App>,
+    Extension(peer): Extension<AuthenticatedPeer>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Some(peer) = peer.0 else {
+        return (
+            StatusCode::FORBIDDEN,
+            "the client certificate names no configured peer",
+        )
+            .into_response();
+    };
+    let media = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !media.starts_with(MEDIA_TYPE) {
+        return (
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("expected Content-Type {MEDIA_TYPE}"),
+        )
+            .into_response();
+    }
+    let message = match Message::from_xml_with_limits(&body, &app.limits) {
+        Ok(m) => m,
+        Err(e) => return (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+    };
+    match app.server.receive(&message, Some(&peer)).await {
+        Ok(_) => StatusCode::NO_CONTENT.into_response(),
+        Err(Error::Authentication(detail)) => {
+            tracing::warn!(%peer, claimed = %message.header.sender, "sender is not the authenticated peer");
+            let mut answer = message.clone();
+            // The FAILURE goes back on this connection, to whoever really is talking.
+            answer.header.sender = peer.clone();
+            let doc = failure_document(
+                &answer,
+                app.server.server_id(),
+                Reason::new(ReasonCode::AuthenticationFailed, detail),
+            );
+            (
+                StatusCode::FORBIDDEN,
+                [(header::CONTENT_TYPE, MEDIA_TYPE)],
+                doc,
+            )
+                .into_response()
+        }
+        Err(e @ Error::WrongRecipient { .. }) => {
+            (StatusCode::MISDIRECTED_REQUEST, e.to_string()).into_response()
+        }
+        // The engine already answered with its own FAILURE message.
+        Err(e @ (Error::InvalidState(_) | Error::UnknownSession(_))) => {
+            (StatusCode::CONFLICT, e.to_string()).into_response()
+        }
+        Err(e @ (Error::Decode(_) | Error::InvalidArgument { .. })) => {
+            (StatusCode::BAD_REQUEST, e.to_string()).into_response()
+        }
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+/// How one delivery attempt ended.
+enum Attempt {
+    Delivered,
+    Retry(String),
+    Refused(String),
+}
+
+/// Sends messages to peers over HTTPS with this server's client certificate. Messages to
+/// one peer are delivered in order by a background task per peer.
+pub struct HttpsTransport {
+    client: reqwest::Client,
+    peers: HashMap<String, Peer>,
+    options: HttpsOptions,
+    server: OnceLock<WeakDelegationServer>,
+    queues: Mutex<HashMap<String, mpsc::UnboundedSender<Message>>>,
+    delivered: Mutex<Vec<Delivery>>,
+}
+
+/// One message this transport delivered (or gave up on).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    /// When the delivery began.
+    pub at: dmdelegate::Timestamp,
+    /// Session.
+    pub session_id: String,
+    /// Recipient ServerID.
+    pub recipient: String,
+    /// Message type.
+    pub kind: dmdelegate::MessageKind,
+    /// Sequence number.
+    pub seq: u32,
+    /// `Ok` with the number of attempts, or why it failed.
+    pub outcome: Result<u32, String>,
+}
+
+impl std::fmt::Debug for HttpsTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpsTransport")
+            .field("peers", &self.peers.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+impl HttpsTransport {
+    /// A transport presenting `identity` and trusting peers issued by `trust_pem`.
+    pub fn new(
+        identity: &Identity,
+        trust_pem: &str,
+        peers: &[Peer],
+        options: HttpsOptions,
+    ) -> Result<Arc<Self>, TlsError> {
+        let mut builder = reqwest::Client::builder()
+            .tls_backend_preconfigured(client_config(identity, trust_pem)?)
+            .https_only(true)
+            .connect_timeout(options.connect_timeout)
+            .timeout(options.request_timeout);
+        for p in peers {
+            if !p.endpoint.starts_with("https://") {
+                return Err(TlsError(format!(
+                    "peer `{}`: endpoint `{}` is not https://",
+                    p.server_id, p.endpoint
+                )));
+            }
+            if let Some(addr) = p.address {
+                let host = reqwest::Url::parse(&p.endpoint)
+                    .ok()
+                    .and_then(|u| u.host_str().map(str::to_string))
+                    .ok_or_else(|| TlsError(format!("peer `{}`: bad endpoint", p.server_id)))?;
+                builder = builder.resolve(&host, addr);
+            }
+        }
+        let client = builder
+            .build()
+            .map_err(|e| TlsError(format!("HTTPS client: {e}")))?;
+        Ok(Arc::new(Self {
+            client,
+            peers: peers
+                .iter()
+                .map(|p| (p.server_id.clone(), p.clone()))
+                .collect(),
+            options,
+            server: OnceLock::new(),
+            queues: Mutex::new(HashMap::new()),
+            delivered: Mutex::new(Vec::new()),
+        }))
+    }
+
+    /// Tells the transport which server's sessions fail when a message cannot be delivered.
+    pub fn bind_server(&self, server: &DelegationServer) {
+        let _ = self.server.set(server.downgrade());
+    }
+
+    async fn attempt(&self, peer: &Peer, xml: &str) -> Attempt {
+        let sent = self
+            .client
+            .post(&peer.endpoint)
+            .header(reqwest::header::CONTENT_TYPE, MEDIA_TYPE)
+            .body(xml.to_string())
+            .send()
+            .await;
+        match sent {
+            Err(e) if e.is_connect() || e.is_timeout() || e.is_request() => {
+                Attempt::Retry(e.to_string())
+            }
+            Err(e) => Attempt::Refused(e.to_string()),
+            Ok(r) => {
+                let status = r.status();
+                // 404/409: the peer processed the message and answered with its own FAILURE.
+                if status.is_success() || status.as_u16() == 404 || status.as_u16() == 409 {
+                    Attempt::Delivered
+                } else if status.is_server_error() || status.as_u16() == 429 {
+                    Attempt::Retry(format!("HTTP {status}"))
+                } else {
+                    let text = r.text().await.unwrap_or_default();
+                    Attempt::Refused(format!("HTTP {status}: {text}"))
+                }
+            }
+        }
+    }
+
+    /// Every delivery so far, in order.
+    pub fn deliveries(&self) -> Vec<Delivery> {
+        self.delivered
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Delivers one message and records the outcome.
+    async fn deliver(&self, peer: &Peer, message: &Message) -> Result<(), String> {
+        let began = dmdelegate::Timestamp::now();
+        let outcome = self.deliver_with_retries(peer, message).await;
+        self.delivered
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Delivery {
+                at: began,
+                session_id: message.header.session_id.clone(),
+                recipient: peer.server_id.clone(),
+                kind: message.body.kind(),
+                seq: message.header.seq,
+                outcome: outcome.clone(),
+            });
+        outcome.map(|_| ())
+    }
+
+    /// Delivers one message, retrying transient failures with exponential backoff;
+    /// returns the number of attempts it took.
+    async fn deliver_with_retries(&self, peer: &Peer, message: &Message) -> Result<u32, String> {
+        let xml = message.to_xml();
+        let mut delay = self.options.backoff;
+        let mut last = String::new();
+        for attempt in 1..=self.options.attempts.max(1) {
+            match self.attempt(peer, &xml).await {
+                Attempt::Delivered => return Ok(attempt),
+                Attempt::Refused(e) => return Err(e),
+                Attempt::Retry(e) => {
+                    tracing::debug!(peer = %peer.server_id, attempt, error = %e, "retrying");
+                    last = e;
+                }
+            }
+            if attempt < self.options.attempts {
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+        }
+        Err(format!(
+            "gave up after {} attempts: {last}",
+            self.options.attempts
+        ))
+    }
+
+    fn queue_for(self: &Arc<Self>, peer: &Peer) -> mpsc::UnboundedSender<Message> {
+        let mut queues = self.queues.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(q) = queues.get(&peer.server_id) {
+            if !q.is_closed() {
+                return q.clone();
+            }
+        }
+        let (tx, mut rx) = mpsc::unbounded_channel::<Message>();
+        let (this, target) = (Arc::downgrade(self), peer.clone());
+        tokio::spawn(async move {
+            while let Some(message) = rx.recv().await {
+                let Some(transport) = this.upgrade() else {
+                    break;
+                };
+                if let Err(e) = transport.deliver(&target, &message).await {
+                    tracing::warn!(peer = %target.server_id, kind = %message.body.kind(), error = %e, "delivery failed");
+                    if matches!(message.body, Body::Failure(_)) {
+                        continue;
+                    }
+                    let server = transport.server.get().and_then(|w| w.upgrade());
+                    if let Some(server) = server {
+                        let detail =
+                            format!("{} to `{}`: {e}", message.body.kind(), target.server_id);
+                        let _ = server
+                            .peer_unreachable(&message.header.session_id, &detail)
+                            .await;
+                    }
+                }
+            }
+        });
+        queues.insert(peer.server_id.clone(), tx.clone());
+        tx
+    }
+}
+
+/// A handle implementing [`Transport`] for an `Arc<HttpsTransport>` (queues need the Arc).
+#[derive(Debug, Clone)]
+pub struct HttpsSender(pub Arc<HttpsTransport>);
+
+#[async_trait]
+impl Transport for HttpsSender {
+    async fn send(&self, message: &Message) -> Result<(), TransportError> {
+        let peer = self
+            .0
+            .peers
+            .get(&message.header.recipient)
+            .ok_or_else(|| TransportError {
+                message: format!("no peer `{}` configured", message.header.recipient),
+            })?;
+        self.0
+            .queue_for(peer)
+            .send(message.clone())
+            .map_err(|_| TransportError {
+                message: "the delivery task stopped".into(),
+            })
+    }
+}
