@@ -955,7 +955,11 @@ impl Inner {
             let retry = self.config.timeouts.response;
             self.enter(rec, State::RollingBack, Some(retry));
             // Persist the decision before touching the device again.
-            let _ = self.save(rec).await;
+            if let Err(e) = self.save(rec).await {
+                // Rollback goes on (the device must be restored), but a store that
+                // cannot record progress means a crash now would replay inverses.
+                tracing::error!(session = %rec.session_id, error = %e, "saving rollback progress failed");
+            }
         }
         rec.reason = Some(reason.clone());
         rec.account = None;

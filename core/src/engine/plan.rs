@@ -427,7 +427,11 @@ impl Inner {
             };
             if undone {
                 rec.journal[i].status = JournalStatus::Undone;
-                let _ = self.save(rec).await;
+                if let Err(e) = self.save(rec).await {
+                    // Rollback goes on (the device must be restored), but a store that
+                    // cannot record progress means a crash now would replay inverses.
+                    tracing::error!(session = %rec.session_id, error = %e, "saving rollback progress failed");
+                }
             } else if let Err(e) = outcome {
                 failed_ops.push(format!("{inverse}: {e}"));
             }

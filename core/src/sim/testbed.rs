@@ -292,9 +292,17 @@ impl Testbed {
     /// Waits for both sides of session `id` to end; returns (DMS-1's view, DMS-2's view).
     pub async fn finish(&self, id: &str) -> Result<(SessionInfo, SessionInfo)> {
         let wait = Duration::from_secs(10);
-        let one = self.dms1.wait_until_terminal(id, wait).await?;
-        let two = self.dms2.wait_until_terminal(id, wait).await?;
-        Ok((one, two))
+        // The initiator knows the session first; with a transport that delivers in the
+        // background the responder may not have it yet.
+        if self.dms1.session(id).await.is_ok() {
+            let one = self.dms1.wait_until_terminal(id, wait).await?;
+            let two = self.dms2.wait_until_terminal(id, wait).await?;
+            Ok((one, two))
+        } else {
+            let two = self.dms2.wait_until_terminal(id, wait).await?;
+            let one = self.dms1.wait_until_terminal(id, wait).await?;
+            Ok((one, two))
+        }
     }
 }
 
