@@ -29,6 +29,8 @@ cargo test --workspace
 step "golden vectors against the XSD"
 bash scripts/validate-vectors.sh
 
-step "demo"
+step "demos"
 cargo run -q -p dmdelegate --example demo >/dev/null
-echo "demo: every method completed"
+echo "in-process demo: every method completed"
+cargo run -q -p dmdelegate-cli -- demo >/dev/null
+echo "dmdelegate demo (HTTPS, mutual TLS): every method completed"

@@ -5,8 +5,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::acl::Acl;
-use crate::tree::{MgmtTree, Node, TNDS_MEDIA_TYPE};
-use crate::xml::{escape_into, XmlWriter};
+use crate::tree::Node;
 
 /// One operation on the device's DM Tree, executed by the host in its DM session.
 // A handful of commands exist per delegation; boxing the tree would only burden bindings.
@@ -70,75 +69,10 @@ impl ClientCommand {
     /// Renders the command as one SyncML DM 1.2 command element with `cmd_id`, ready for
     /// a host whose SyncML engine sends commands as they are.
     pub fn to_syncml(&self, cmd_id: u32) -> String {
-        let mut w = XmlWriter::new();
-        let item = |w: &mut XmlWriter, target: &str| {
-            w.open("Item");
-            w.open("Target");
-            w.leaf("LocURI", target);
-            w.close();
-        };
-        match self {
-            ClientCommand::GetTree { uri, values } => {
-                w.open("Get");
-                w.leaf("CmdID", &cmd_id.to_string());
-                let list = if *values {
-                    "TNDS+ACL+Value"
-                } else {
-                    "TNDS+ACL"
-                };
-                item(&mut w, &format!("{uri}?list={list}"));
-                w.close();
-                w.close();
-            }
-            ClientCommand::GetAcl { uri } => {
-                w.open("Get");
-                w.leaf("CmdID", &cmd_id.to_string());
-                item(&mut w, &format!("{uri}?prop=ACL"));
-                w.close();
-                w.close();
-            }
-            ClientCommand::Add { parent, node } => {
-                w.open("Add");
-                w.leaf("CmdID", &cmd_id.to_string());
-                w.open("Meta");
-                w.open_attrs("Format", &[("xmlns", "syncml:metinf")]);
-                w.raw("xml");
-                w.close();
-                w.open_attrs("Type", &[("xmlns", "syncml:metinf")]);
-                w.raw(TNDS_MEDIA_TYPE);
-                w.close();
-                w.close();
-                item(&mut w, parent);
-                w.open("Data");
-                // The TNDS object travels as escaped character data inside <Data>.
-                let mut top = node.clone();
-                top.path = Some(parent.clone());
-                let tnds = MgmtTree::new(vec![top]).to_xml();
-                let tnds = tnds.split_once("?>\n").map_or(tnds.as_str(), |(_, b)| b);
-                let mut escaped = String::new();
-                escape_into(&mut escaped, tnds);
-                w.raw(&escaped);
-                w.close();
-                w.close();
-                w.close();
-            }
-            ClientCommand::ReplaceAcl { uri, acl } => {
-                w.open("Replace");
-                w.leaf("CmdID", &cmd_id.to_string());
-                item(&mut w, &format!("{uri}?prop=ACL"));
-                w.leaf("Data", &acl.to_string());
-                w.close();
-                w.close();
-            }
-            ClientCommand::Delete { uri } => {
-                w.open("Delete");
-                w.leaf("CmdID", &cmd_id.to_string());
-                item(&mut w, uri);
-                w.close();
-                w.close();
-            }
-        }
-        w.finish()
+        crate::syncml::commands_for(std::slice::from_ref(self), cmd_id)
+            .into_iter()
+            .map(|c| c.to_xml())
+            .collect()
     }
 }
 

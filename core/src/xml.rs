@@ -374,11 +374,6 @@ impl XmlWriter {
         self.out.push('>');
     }
 
-    /// Appends already well-formed XML.
-    pub fn raw(&mut self, xml: &str) {
-        self.out.push_str(xml);
-    }
-
     pub fn finish(self) -> String {
         debug_assert!(self.stack.is_empty(), "unclosed elements: {:?}", self.stack);
         self.out
