@@ -5,6 +5,7 @@
 //! in SQLite ([`sqlite`]).
 #![warn(missing_docs)]
 
+pub mod dm;
 pub mod https;
 pub mod local;
 pub mod sqlite;

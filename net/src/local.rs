@@ -111,6 +111,7 @@ impl LocalPair {
             store: options.store,
             system_clock: true,
             timeouts: options.timeouts,
+            host: None,
         });
         t1.bind_server(&testbed.dms1);
         t2.bind_server(&testbed.dms2);

@@ -12,4 +12,4 @@ pub use bootstrap::SimBootstrapServer;
 pub use device::{BootstrapTrigger, DeviceFault, SimDevice, TriggerHook};
 pub use host::{HostFaults, SimHost};
 pub use network::{InProcessNetwork, LinkFault};
-pub use testbed::{PartFactory, Testbed, TestbedOptions};
+pub use testbed::{HostWrapper, PartFactory, Testbed, TestbedOptions};

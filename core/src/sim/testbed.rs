@@ -8,7 +8,7 @@ use crate::dmacc::DmAcc;
 use crate::engine::{DelegationRequest, DelegationServer, ServerConfig, SessionInfo};
 use crate::error::Result;
 use crate::host::ManualClock;
-use crate::host::{Clock, SystemClock, Transport};
+use crate::host::{Clock, Host, SystemClock, Transport};
 use crate::message::{
     DelegatedSubtree, DelegationInfo, DelegationType, DeviceInfo, Method, Timestamp,
 };
@@ -31,7 +31,13 @@ pub struct TestbedOptions {
     pub system_clock: bool,
     /// Deadlines; default: [`crate::Timeouts::default`].
     pub timeouts: Option<crate::Timeouts>,
+    /// Wraps each server's [`SimHost`] (for example to reach the device over a network);
+    /// default: the `SimHost` itself.
+    pub host: Option<HostWrapper>,
 }
+
+/// Turns a server's [`SimHost`] into the host the server uses.
+pub type HostWrapper = Box<dyn Fn(&str, Arc<SimHost>) -> Arc<dyn Host> + Send + Sync>;
 
 impl std::fmt::Debug for TestbedOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -136,6 +142,10 @@ impl Testbed {
             if let Some(t) = options.timeouts {
                 config.timeouts = t;
             }
+            let host: Arc<dyn Host> = match &options.host {
+                Some(wrap) => wrap(id, host),
+                None => host,
+            };
             DelegationServer::with_parts(config, host, transport, store, time)
                 .expect("valid config")
         };
