@@ -27,8 +27,8 @@ use axum::Router;
 use dmdelegate::ops::status;
 use dmdelegate::sim::SimHost;
 use dmdelegate::syncml::{
-    self, alert, codes, commands_for, command_output_from, AuthScheme, Chal, Status,
-    SyncCommand, SyncHeader, SyncMessage,
+    self, alert, codes, command_output_from, commands_for, AuthScheme, Chal, Status, SyncCommand,
+    SyncHeader, SyncMessage,
 };
 use dmdelegate::{
     ClientCommand, CommandOutput, DelegationOffer, DeviceError, DeviceInfo, DmAcc, Event, Host,
@@ -168,6 +168,7 @@ impl DmHub {
         let addr: SocketAddr = listener.local_addr()?;
         let (stop, mut stopped) = watch::channel(false);
         let http = reqwest::Client::builder()
+            .tls_backend_preconfigured(crate::tls::plain_http_client_config())
             .timeout(Duration::from_secs(10))
             .build()
             .map_err(std::io::Error::other)?;
@@ -217,6 +218,23 @@ impl DmHub {
         let _ = self.inner.engine.set(server.downgrade());
     }
 
+    /// How many DM sessions with devices are open.
+    pub fn active_sessions(&self) -> usize {
+        lock(&self.inner.sessions).len()
+    }
+
+    /// Waits until no DM session is open (or `timeout` passes); true when idle.
+    pub async fn wait_idle(&self, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while self.active_sessions() > 0 {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        true
+    }
+
     /// Stops serving.
     pub fn shutdown(&self) {
         let _ = self.inner.stop.send(true);
@@ -252,7 +270,9 @@ impl DmHub {
         }
         match tokio::time::timeout(self.inner.options.command_wait, answer).await {
             Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(unreachable("the DM session ended before the device answered")),
+            Ok(Err(_)) => Err(unreachable(
+                "the DM session ended before the device answered",
+            )),
             Err(_) => Err(unreachable(format!(
                 "no answer from the device within {:?}",
                 self.inner.options.command_wait
@@ -335,7 +355,13 @@ impl DmHub {
         nonce
     }
 
-    fn answer(&self, to: &SyncMessage, status_code: u16, chal: Option<Chal>, msg_id: u32) -> SyncMessage {
+    fn answer(
+        &self,
+        to: &SyncMessage,
+        status_code: u16,
+        chal: Option<Chal>,
+        msg_id: u32,
+    ) -> SyncMessage {
         SyncMessage {
             header: SyncHeader {
                 session_id: to.header.session_id.clone(),
@@ -380,9 +406,11 @@ impl DmHub {
                     return self.answer(&message, codes::INVALID_CREDENTIALS, None, 1);
                 };
                 let nonce = self.nonce_for(&device_id);
-                let authentic = message.header.cred.as_ref().is_some_and(|c| {
-                    c.verify(&link.client_name, &link.client_secret, &nonce)
-                });
+                let authentic = message
+                    .header
+                    .cred
+                    .as_ref()
+                    .is_some_and(|c| c.verify(&link.client_name, &link.client_secret, &nonce));
                 if !authentic {
                     let chal = match link.scheme {
                         AuthScheme::Md5 => Chal::md5(self.fresh_nonce(&device_id)),
@@ -469,7 +497,9 @@ impl DmHub {
         };
         if let Some(p) = next {
             let cmd_id = session.next_cmd.fetch_add(1, Ordering::SeqCst) + 1;
-            answer.body.extend(commands_for(std::slice::from_ref(&p.command), cmd_id));
+            answer
+                .body
+                .extend(commands_for(std::slice::from_ref(&p.command), cmd_id));
             lock(&session.awaiting).insert(cmd_id, (p.command, p.reply));
         } else {
             // Anything still waiting will never be answered in this session.
@@ -504,7 +534,9 @@ pub struct NetworkHost {
 
 impl std::fmt::Debug for NetworkHost {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NetworkHost").field("hub", &self.hub).finish()
+        f.debug_struct("NetworkHost")
+            .field("hub", &self.hub)
+            .finish()
     }
 }
 

@@ -333,6 +333,7 @@ impl HttpsTransport {
         let mut builder = reqwest::Client::builder()
             .tls_backend_preconfigured(client_config(identity, trust_pem)?)
             .https_only(true)
+            .tcp_nodelay(true)
             .connect_timeout(options.connect_timeout)
             .timeout(options.request_timeout);
         for p in peers {

@@ -5,6 +5,8 @@
 //! in SQLite ([`sqlite`]).
 #![warn(missing_docs)]
 
+pub mod bootstrap;
+pub mod device;
 pub mod dm;
 pub mod https;
 pub mod local;
@@ -14,5 +16,5 @@ pub mod tls;
 pub use https::{
     serve, Endpoint, HttpsOptions, HttpsSender, HttpsTransport, Peer, DELEGATION_PATH,
 };
-pub use local::{LocalOptions, LocalPair};
+pub use local::{DeviceMode, LocalOptions, LocalPair, NetworkParts};
 pub use tls::{Identity, TestPki, TlsError};

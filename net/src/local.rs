@@ -5,8 +5,13 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use dmdelegate::sim::{PartFactory, Testbed, TestbedOptions};
-use dmdelegate::{SessionStore, Timeouts, Transport};
+use dmdelegate::sim::{HostWrapper, PartFactory, SimHost, Testbed, TestbedOptions};
+use dmdelegate::syncml::AuthScheme;
+use dmdelegate::{DmAcc, Host, SessionStore, Timeouts, Transport};
+
+use crate::bootstrap::BootstrapServer;
+use crate::device::{DeviceOptions, NetworkDevice};
+use crate::dm::{DeviceLink, DmHub, HubOptions, NetworkHost};
 use tokio::net::TcpListener;
 
 use crate::https::{
@@ -23,6 +28,20 @@ pub struct LocalOptions {
     pub https: HttpsOptions,
     /// Session store per ServerID; in memory when absent.
     pub store: Option<PartFactory<dyn SessionStore>>,
+    /// Where the device lives.
+    pub device: DeviceMode,
+}
+
+/// How the servers reach the device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DeviceMode {
+    /// The device is its own network task: each server wakes it with package 0 and
+    /// drives it in SyncML DM 1.2 sessions over HTTP; in Methods 3/4 it fetches its
+    /// bootstrap from the Bootstrap Server over HTTPS and then calls DMS-2 on its own.
+    #[default]
+    Network,
+    /// The servers call the simulated device directly (faster; for engine tests).
+    InProcess,
 }
 
 impl std::fmt::Debug for LocalOptions {
@@ -51,6 +70,22 @@ pub struct LocalPair {
     pub identities: (Identity, Identity),
     /// DMS-1's and DMS-2's outgoing transports.
     pub transports: (Arc<HttpsTransport>, Arc<HttpsTransport>),
+    /// With [`DeviceMode::Network`]: the device's network side, the Bootstrap Server and
+    /// each server's SyncML endpoint.
+    pub network: Option<NetworkParts>,
+}
+
+/// The parts [`DeviceMode::Network`] adds.
+#[derive(Debug)]
+pub struct NetworkParts {
+    /// The device on the network.
+    pub device: NetworkDevice,
+    /// DMS-2's Bootstrap Server (HTTPS).
+    pub bootstrap: BootstrapServer,
+    /// DMS-1's SyncML endpoint.
+    pub hub1: DmHub,
+    /// DMS-2's SyncML endpoint.
+    pub hub2: DmHub,
 }
 
 impl std::fmt::Debug for LocalPair {
@@ -67,6 +102,78 @@ fn io(e: std::io::Error) -> TlsError {
 }
 
 impl LocalPair {
+    /// Waits until neither server has a DM session open with the device, so the device's
+    /// logs are complete. Returns false after `timeout`.
+    pub async fn settle(&self, timeout: std::time::Duration) -> bool {
+        match &self.network {
+            None => true,
+            Some(n) => {
+                // The device's last answer arrives after the hub ends the session.
+                let idle = n.hub1.wait_idle(timeout).await && n.hub2.wait_idle(timeout).await;
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                idle
+            }
+        }
+    }
+
+    /// Puts the device on the network: accounts pointing at the real SyncML endpoints, the
+    /// device's package 0 endpoint, and the Bootstrap Server over HTTPS.
+    async fn connect_device(
+        testbed: &Testbed,
+        pki: &TestPki,
+        hub1: DmHub,
+        hub2: DmHub,
+    ) -> Result<NetworkParts, TlsError> {
+        let secrets = [
+            (Testbed::DMS1, &hub1, "client-secret-1", "server-secret-1"),
+            (Testbed::DMS2, &hub2, "client-secret-2", "server-secret-2"),
+        ];
+        let accounts: Vec<DmAcc> = secrets
+            .iter()
+            .map(|(id, hub, client, server)| DmAcc::simple(id, hub.url(), client, server))
+            .collect();
+        testbed.device.provision_account(&accounts[0]);
+        testbed.host2.set_account(accounts[1].clone());
+        let bootstrap_identity = pki.issue("bootstrap.enterprise.example", &[])?;
+        let bootstrap =
+            BootstrapServer::start(testbed.bootstrap.clone(), &bootstrap_identity).await?;
+        let bootstrap_url = bootstrap.url("/bs");
+        testbed
+            .bootstrap
+            .register(&bootstrap_url, accounts[1].clone());
+        testbed.host2.set_bootstrap_url(&bootstrap_url);
+        let device = NetworkDevice::start(
+            testbed.device.clone(),
+            DeviceOptions {
+                bootstrap_ca_pem: Some(pki.ca_pem().to_string()),
+                resolve: vec![bootstrap.resolve()],
+                ..DeviceOptions::default()
+            },
+        )
+        .await
+        .map_err(|e| TlsError(e.to_string()))?;
+        let device_id = testbed.device.info().device_id;
+        for (_, hub, client, server) in secrets {
+            hub.add_device(DeviceLink {
+                device_id: device_id.clone(),
+                notify_url: device.notify_url(),
+                server_secret: server.to_string(),
+                server_nonce: Vec::new(),
+                client_name: "device".into(),
+                client_secret: client.to_string(),
+                scheme: AuthScheme::Basic,
+            });
+        }
+        hub1.bind_server(&testbed.dms1);
+        hub2.bind_server(&testbed.dms2);
+        Ok(NetworkParts {
+            device,
+            bootstrap,
+            hub1,
+            hub2,
+        })
+    }
+
     /// Generates the PKI, binds two loopback ports and starts both servers.
     pub async fn start(options: LocalOptions) -> Result<Self, TlsError> {
         let pki = TestPki::new("dmdelegate demo CA")?;
@@ -103,6 +210,37 @@ impl LocalPair {
         ]
         .into_iter()
         .collect();
+        let hubs = match options.device {
+            DeviceMode::InProcess => None,
+            DeviceMode::Network => {
+                let bind = || TcpListener::bind("127.0.0.1:0");
+                let h1 = DmHub::start(
+                    Testbed::DMS1,
+                    bind().await.map_err(io)?,
+                    HubOptions::default(),
+                )
+                .await
+                .map_err(io)?;
+                let h2 = DmHub::start(
+                    Testbed::DMS2,
+                    bind().await.map_err(io)?,
+                    HubOptions::default(),
+                )
+                .await
+                .map_err(io)?;
+                Some((h1, h2))
+            }
+        };
+        let wrap: Option<HostWrapper> = hubs.clone().map(|(h1, h2)| {
+            Box::new(move |id: &str, base: Arc<SimHost>| {
+                let hub = if id == Testbed::DMS1 {
+                    h1.clone()
+                } else {
+                    h2.clone()
+                };
+                Arc::new(NetworkHost { base, hub }) as Arc<dyn Host>
+            }) as HostWrapper
+        });
         let make: PartFactory<dyn Transport> = Box::new(move |id: &str| {
             Arc::new(HttpsSender(transports[id].clone())) as Arc<dyn Transport>
         });
@@ -111,7 +249,7 @@ impl LocalPair {
             store: options.store,
             system_clock: true,
             timeouts: options.timeouts,
-            host: None,
+            host: wrap,
         });
         t1.bind_server(&testbed.dms1);
         t2.bind_server(&testbed.dms2);
@@ -131,7 +269,12 @@ impl LocalPair {
             testbed.dms2.clone(),
             options.https,
         )?;
+        let network = match hubs {
+            None => None,
+            Some((hub1, hub2)) => Some(Self::connect_device(&testbed, &pki, hub1, hub2).await?),
+        };
         Ok(Self {
+            network,
             testbed,
             pki,
             endpoint1,

@@ -105,6 +105,17 @@ pub fn client_config(identity: &Identity, trust_pem: &str) -> Result<ClientConfi
     Ok(config)
 }
 
+/// A client configuration that trusts no server: for clients that only speak plain HTTP
+/// (reqwest needs a TLS backend even then, and this crate never relies on a process-wide
+/// default crypto provider).
+pub fn plain_http_client_config() -> ClientConfig {
+    ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .expect("ring supports TLS 1.3")
+        .with_root_certificates(RootCertStore::empty())
+        .with_no_client_auth()
+}
+
 /// The DNS names a (verified) certificate is issued for: its subjectAltName dNSName
 /// entries. A peer proves the ServerID it was issued for.
 pub fn certificate_names(cert: &CertificateDer<'_>) -> Vec<String> {

@@ -24,7 +24,7 @@ fn quick() -> LocalOptions {
             request_timeout: Duration::from_secs(5),
             ..HttpsOptions::default()
         },
-        store: None,
+        ..LocalOptions::default()
     }
 }
 
