@@ -1,12 +1,11 @@
 //! `dmdelegate`: run the delegation protocol end to end, make a test PKI, check messages.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand, ValueEnum};
-use dmdelegate::sim::Testbed;
+use dmdelegate::sim::{describe_changes, Testbed};
 use dmdelegate::{DelegationType, Message, Method, SessionInfo, State};
 use dmdelegate_net::{LocalOptions, LocalPair, TestPki};
 use serde::Serialize;
@@ -110,58 +109,9 @@ struct DelegationReport {
     error: Option<String>,
 }
 
-fn acl_snapshot(tb: &Testbed) -> BTreeMap<String, String> {
-    tb.device
-        .uris()
-        .into_iter()
-        .map(|u| {
-            let acl = tb
-                .device
-                .acl_of(&u)
-                .map(|a| a.to_string())
-                .unwrap_or_default();
-            (u, acl)
-        })
-        .collect()
-}
-
 fn short(id: &str) -> String {
     id.replace(Testbed::DMS1, "DMS-1")
         .replace(Testbed::DMS2, "DMS-2")
-}
-
-fn changes(before: &BTreeMap<String, String>, after: &BTreeMap<String, String>) -> Vec<String> {
-    let new_below = |map: &BTreeMap<String, String>, other: &BTreeMap<String, String>, u: &str| {
-        u.rfind('/')
-            .is_some_and(|i| !other.contains_key(&u[..i]) && map.contains_key(&u[..i]))
-    };
-    let mut out = Vec::new();
-    for (uri, acl) in after {
-        match before.get(uri) {
-            None if new_below(after, before, uri) => {}
-            None => out.push(format!("+ {uri}  ACL {}", inherited(acl))),
-            Some(old) if old != acl => out.push(format!(
-                "~ {uri}  ACL {} → {}",
-                inherited(old),
-                inherited(acl)
-            )),
-            _ => {}
-        }
-    }
-    for uri in before.keys() {
-        if !after.contains_key(uri) && !new_below(before, after, uri) {
-            out.push(format!("- {uri}"));
-        }
-    }
-    out.into_iter().map(|l| short(&l)).collect()
-}
-
-fn inherited(acl: &str) -> &str {
-    if acl.is_empty() {
-        "(inherited)"
-    } else {
-        acl
-    }
 }
 
 async fn run_one(method: Method, dtype: DelegationType) -> DelegationReport {
@@ -185,7 +135,7 @@ async fn run_one(method: Method, dtype: DelegationType) -> DelegationReport {
         }
     };
     let tb = &pair.testbed;
-    let before = acl_snapshot(tb);
+    let before = tb.device.acls();
     let started = Instant::now();
     let result = tb.run(method, dtype).await;
     report.duration_ms = started.elapsed().as_secs_f64() * 1e3;
@@ -197,7 +147,10 @@ async fn run_one(method: Method, dtype: DelegationType) -> DelegationReport {
         Ok((one, two)) => {
             report.steps = steps(&one, &two);
             report.messages = message_log(&pair, one.created.min(two.created).unix_millis());
-            report.device_changes = changes(&before, &acl_snapshot(tb));
+            report.device_changes = describe_changes(&before, &tb.device.acls())
+                .iter()
+                .map(|l| short(l))
+                .collect();
             if let Some(net) = &pair.network {
                 report.device_sessions = net
                     .device

@@ -88,6 +88,28 @@ pub enum DecodeError {
     },
 }
 
+impl DecodeError {
+    /// The same error with `path` put in front of the field (or parent) it names: for a
+    /// document decoded inside another.
+    pub fn under(self, path: &str) -> DecodeError {
+        let join = crate::xml::join;
+        match self {
+            DecodeError::InvalidField { field, reason } => DecodeError::InvalidField {
+                field: join(path, &field),
+                reason,
+            },
+            DecodeError::MissingField { field } => DecodeError::MissingField {
+                field: join(path, &field),
+            },
+            DecodeError::UnexpectedElement { parent, element } => DecodeError::UnexpectedElement {
+                parent: join(path, &parent),
+                element,
+            },
+            other => other,
+        }
+    }
+}
+
 /// The single error type of the public facade.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Error {

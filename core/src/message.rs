@@ -466,7 +466,7 @@ impl Message {
                 }
                 Ok(())
             }
-            Body::Start(acc) => acc.validate().map_err(|e| prefix(e, "Delegation/Start")),
+            Body::Start(acc) => acc.validate().map_err(|e| e.under("Delegation/Start")),
             Body::BootstrapUrl(url) => validate_https_url(url)
                 .map_err(|r| invalid("Delegation/BootstrapURL/URL".into(), r)),
             Body::Ack | Body::Prepared | Body::Confirm | Body::BootstrapUrlRequest => Ok(()),
@@ -565,19 +565,6 @@ impl Message {
         let msg = message_from_element(&root)?;
         msg.validate()?;
         Ok(msg)
-    }
-}
-
-fn prefix(e: DecodeError, path: &str) -> DecodeError {
-    match e {
-        DecodeError::InvalidField { field, reason } => DecodeError::InvalidField {
-            field: join(path, &field),
-            reason,
-        },
-        DecodeError::MissingField { field } => DecodeError::MissingField {
-            field: join(path, &field),
-        },
-        other => other,
     }
 }
 
@@ -757,7 +744,7 @@ fn message_from_element(root: &Element) -> Result<Message, DecodeError> {
                     "an account lives under ./DMAcc",
                 ));
             }
-            Body::Start(DmAcc::from_node(node).map_err(|e| prefix(e, &here))?)
+            Body::Start(DmAcc::from_node(node).map_err(|e| e.under(&here))?)
         }
         "Prepared" => empty_body(body_el, &here, Body::Prepared)?,
         "Confirm" => empty_body(body_el, &here, Body::Confirm)?,

@@ -7,27 +7,11 @@
 //! cargo run -p dmdelegate --example demo [-- --method N] [-- --type full|partial]
 //! ```
 
-use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use dmdelegate::sim::Testbed;
+use dmdelegate::sim::{describe_changes, Testbed};
 use dmdelegate::{DelegationType, Method, State};
-
-fn snapshot(tb: &Testbed) -> BTreeMap<String, String> {
-    tb.device
-        .uris()
-        .into_iter()
-        .map(|u| {
-            let acl = tb
-                .device
-                .acl_of(&u)
-                .map(|a| a.to_string())
-                .unwrap_or_default();
-            (u, acl)
-        })
-        .collect()
-}
 
 fn short(server_id: &str) -> &str {
     match server_id {
@@ -81,7 +65,7 @@ async fn main() -> ExitCode {
         for dtype in &types {
             let dtype = *dtype;
             let tb = Testbed::new();
-            let before = snapshot(&tb);
+            let before = tb.device.acls();
             let subtrees: Vec<String> = Testbed::subtrees(dtype)
                 .iter()
                 .map(|s| {
@@ -118,36 +102,9 @@ async fn main() -> ExitCode {
             for op in tb.device.log() {
                 println!("    {op}");
             }
-            let after = snapshot(&tb);
             println!("  device changes:");
-            for (uri, acl) in &after {
-                let parent_new = uri
-                    .rfind('/')
-                    .is_some_and(|i| !before.contains_key(&uri[..i]));
-                match before.get(uri) {
-                    None if parent_new => {}
-                    None => println!(
-                        "    + {uri}{}",
-                        if acl.is_empty() {
-                            String::new()
-                        } else {
-                            format!("  ACL {acl}")
-                        }
-                    ),
-                    Some(old) if old != acl => println!(
-                        "    ~ {uri}  ACL {} → {}",
-                        if old.is_empty() { "(inherited)" } else { old },
-                        if acl.is_empty() { "(inherited)" } else { acl }
-                    ),
-                    _ => {}
-                }
-            }
-            let gone = |u: &str| !after.contains_key(u);
-            for uri in before
-                .keys()
-                .filter(|u| gone(u) && !u.rfind('/').is_some_and(|i| gone(&u[..i])))
-            {
-                println!("    - {uri}");
+            for line in describe_changes(&before, &tb.device.acls()) {
+                println!("    {line}");
             }
             let ok = match &result {
                 Ok((one, two)) => {

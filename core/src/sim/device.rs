@@ -181,6 +181,16 @@ impl SimDevice {
         MgmtTree::new(vec![st.root.clone()]).to_xml()
     }
 
+    /// Every node's URI with its own ACL as text (empty when it inherits).
+    pub fn acls(&self) -> std::collections::BTreeMap<String, String> {
+        let st = self.lock();
+        let mut out = std::collections::BTreeMap::new();
+        st.root.walk(".", &mut |u, n| {
+            out.insert(u.to_string(), n.acl().to_string());
+        });
+        out
+    }
+
     /// Every node's URI, parents first.
     pub fn uris(&self) -> Vec<String> {
         let st = self.lock();

@@ -13,3 +13,41 @@ pub use device::{BootstrapTrigger, DeviceFault, SimDevice, TriggerHook};
 pub use host::{HostFaults, SimHost};
 pub use network::{InProcessNetwork, LinkFault};
 pub use testbed::{HostWrapper, PartFactory, Testbed, TestbedOptions};
+
+/// What changed between two [`SimDevice::acls`] snapshots, one line per node: `+ uri` for
+/// an added subtree, `- uri` for a removed one, `~ uri  ACL old → new` for a changed ACL.
+pub fn describe_changes(
+    before: &std::collections::BTreeMap<String, String>,
+    after: &std::collections::BTreeMap<String, String>,
+) -> Vec<String> {
+    let shown = |acl: &str| {
+        if acl.is_empty() {
+            "(inherited)".to_string()
+        } else {
+            acl.to_string()
+        }
+    };
+    // Only the top of an added or removed subtree is listed.
+    let top = |map: &std::collections::BTreeMap<String, String>,
+               other: &std::collections::BTreeMap<String, String>,
+               uri: &str| {
+        !uri.rfind('/')
+            .is_some_and(|i| map.contains_key(&uri[..i]) && !other.contains_key(&uri[..i]))
+    };
+    let mut out = Vec::new();
+    for (uri, acl) in after {
+        match before.get(uri) {
+            None if top(after, before, uri) => out.push(format!("+ {uri}  ACL {}", shown(acl))),
+            Some(old) if old != acl => {
+                out.push(format!("~ {uri}  ACL {} → {}", shown(old), shown(acl)))
+            }
+            _ => {}
+        }
+    }
+    for uri in before.keys() {
+        if !after.contains_key(uri) && top(before, after, uri) {
+            out.push(format!("- {uri}"));
+        }
+    }
+    out
+}

@@ -72,27 +72,9 @@ pub fn commands_for(ops: &[ClientCommand], first_cmd_id: u32) -> Vec<SyncCommand
         .collect()
 }
 
-/// Puts `path` in front of the field an error names.
-fn prefix(e: DecodeError, path: &str) -> DecodeError {
-    match e {
-        DecodeError::InvalidField { field, reason } => DecodeError::InvalidField {
-            field: join(path, &field),
-            reason,
-        },
-        DecodeError::MissingField { field } => DecodeError::MissingField {
-            field: join(path, &field),
-        },
-        DecodeError::UnexpectedElement { parent, element } => DecodeError::UnexpectedElement {
-            parent: join(path, &parent),
-            element,
-        },
-        other => other,
-    }
-}
-
 /// A single TNDS node from `data`; errors are prefixed with `field`.
 fn tnds_node(data: &str, field: &str) -> R<Node> {
-    let tree = MgmtTree::from_xml(data.as_bytes()).map_err(|e| prefix(e, field))?;
+    let tree = MgmtTree::from_xml(data.as_bytes()).map_err(|e| e.under(field))?;
     let [node] = <[Node; 1]>::try_from(tree.nodes).map_err(|_| {
         invalid(
             join(field, "MgmtTree"),
