@@ -55,6 +55,65 @@ enum Command {
         #[arg(long = "also")]
         also: Vec<String>,
     },
+    /// Run a DM Server: delegation endpoint (HTTPS, mutual TLS), SyncML endpoint for
+    /// devices, optional Bootstrap Server, and an admin API on loopback.
+    ///
+    /// Sessions survive restarts when `store` names an SQLite file: unfinished delegations
+    /// resume or roll back by their deadlines. Stops on Ctrl-C. See docs/cli.md for the
+    /// configuration file.
+    Serve {
+        /// Server configuration (TOML).
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Run a simulated device: its package 0 endpoint, SyncML sessions, bootstrap.
+    Device {
+        /// Device configuration (TOML).
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Start a delegation on a running server (through its admin API) and wait for it.
+    ///
+    /// The server named by --admin initiates: it is DMS-1 for methods 1 and 3, DMS-2 for 2
+    /// and 4. Exits 0 when the delegation completes, 1 otherwise.
+    Delegate {
+        /// The running server's admin API, e.g. 127.0.0.1:7090.
+        #[arg(long)]
+        admin: String,
+        /// The peer's ServerID.
+        #[arg(long)]
+        peer: String,
+        /// Method 1–4.
+        #[arg(long, value_parser = clap::value_parser!(u8).range(1..=4))]
+        method: u8,
+        /// Delegation type.
+        #[arg(long = "type", value_enum)]
+        delegation_type: TypeArg,
+        /// Device identifier, manufacturer and model.
+        #[arg(long)]
+        device_id: String,
+        /// Device manufacturer.
+        #[arg(long)]
+        manufacturer: String,
+        /// Device model.
+        #[arg(long)]
+        model: String,
+        /// A delegated subtree and its rights, e.g. `./Vendor/Apps=Get,Replace` (repeatable).
+        #[arg(long = "subtree", required = true)]
+        subtrees: Vec<String>,
+        /// Seconds to wait for the end.
+        #[arg(long, default_value_t = 60)]
+        wait: u64,
+    },
+    /// List a running server's delegation sessions (through its admin API).
+    Sessions {
+        /// The running server's admin API, e.g. 127.0.0.1:7090.
+        #[arg(long)]
+        admin: String,
+        /// JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Check delegation messages: decode and validate each FILE against the profile.
     ///
     /// Prints the message type of each valid file, or the error naming the offending
@@ -420,5 +479,199 @@ async fn main() -> ExitCode {
             }
         },
         Command::Validate { files } => validate(&files),
+        Command::Serve { config } => report(serve(&config).await),
+        Command::Device { config } => report(device(&config).await),
+        Command::Delegate {
+            admin,
+            peer,
+            method,
+            delegation_type,
+            device_id,
+            manufacturer,
+            model,
+            subtrees,
+            wait,
+        } => {
+            let request = dmdelegate_net::node::StartRequest {
+                peer,
+                method,
+                delegation_type: DelegationType::from(delegation_type).to_string(),
+                device: dmdelegate::DeviceInfo {
+                    device_id,
+                    manufacturer,
+                    model,
+                },
+                subtrees: match parse_subtrees(&subtrees) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        eprintln!("dmdelegate delegate: {e}");
+                        return ExitCode::from(2);
+                    }
+                },
+            };
+            delegate(&admin, request, Duration::from_secs(wait)).await
+        }
+        Command::Sessions { admin, json } => report(sessions(&admin, json).await),
     }
+}
+
+fn report(result: Result<(), String>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("dmdelegate: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(config: &std::path::Path) -> Result<(), String> {
+    let config = dmdelegate_net::node::ServerFileConfig::load(config).map_err(|e| e.0)?;
+    let node = dmdelegate_net::node::ServerNode::start(&config)
+        .await
+        .map_err(|e| e.0)?;
+    println!(
+        "{} serving: delegation https://{}/dm-delegation, SyncML {}, admin http://{}{}",
+        config.server_id,
+        node.endpoint.local_addr(),
+        node.hub.url(),
+        node.admin,
+        node.bootstrap
+            .as_ref()
+            .map(|b| format!(", bootstrap {}", b.url("/bs")))
+            .unwrap_or_default()
+    );
+    tokio::signal::ctrl_c().await.map_err(|e| e.to_string())?;
+    println!("stopping");
+    Ok(())
+}
+
+async fn device(config: &std::path::Path) -> Result<(), String> {
+    let config = dmdelegate_net::node::DeviceFileConfig::load(config).map_err(|e| e.0)?;
+    let node = dmdelegate_net::node::DeviceNode::start(&config)
+        .await
+        .map_err(|e| e.0)?;
+    println!(
+        "device {} listening for package 0 at {}",
+        config.device_id,
+        node.device.notify_url()
+    );
+    tokio::signal::ctrl_c().await.map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+fn parse_subtrees(specs: &[String]) -> Result<Vec<dmdelegate_net::node::SubtreeRequest>, String> {
+    specs
+        .iter()
+        .map(|spec| {
+            let (uri, rights) = spec.split_once('=').ok_or_else(|| {
+                format!(
+                    "--subtree `{spec}`: write URI=Right,Right (e.g. ./Vendor/Apps=Get,Replace)"
+                )
+            })?;
+            Ok(dmdelegate_net::node::SubtreeRequest {
+                uri: uri.to_string(),
+                rights: rights.split(',').map(|r| r.trim().to_string()).collect(),
+            })
+        })
+        .collect()
+}
+
+fn admin_client() -> Result<reqwest::Client, String> {
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(dmdelegate_net::tls::plain_http_client_config())
+        .timeout(Duration::from_secs(10))
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+async fn admin_get(client: &reqwest::Client, url: &str) -> Result<serde_json::Value, String> {
+    let r = client.get(url).send().await.map_err(|e| {
+        format!("cannot reach the admin API at {url}: {e} (is `dmdelegate serve` running?)")
+    })?;
+    let status = r.status();
+    let body: serde_json::Value = r.json().await.map_err(|e| e.to_string())?;
+    if status.is_success() {
+        Ok(body)
+    } else {
+        Err(format!("{url}: {status}: {}", body["error"]))
+    }
+}
+
+async fn delegate(
+    admin: &str,
+    request: dmdelegate_net::node::StartRequest,
+    wait: Duration,
+) -> ExitCode {
+    let run = async {
+        let client = admin_client()?;
+        let url = format!("http://{admin}/delegations");
+        let r = client.post(&url).json(&request).send().await.map_err(|e| {
+            format!("cannot reach the admin API at {url}: {e} (is `dmdelegate serve` running?)")
+        })?;
+        let status = r.status();
+        let body: serde_json::Value = r.json().await.map_err(|e| e.to_string())?;
+        if !status.is_success() {
+            return Err(format!("the server refused: {}", body["error"]));
+        }
+        let id = body["session_id"].as_str().unwrap_or_default().to_string();
+        println!("session {id} started");
+        let deadline = Instant::now() + wait;
+        loop {
+            let info = admin_get(&client, &format!("http://{admin}/sessions/{id}")).await?;
+            let state = info["state"].as_str().unwrap_or("?").to_string();
+            let terminal = [
+                "Completed",
+                "Rejected",
+                "RolledBack",
+                "RollbackFailed",
+                "Expired",
+            ];
+            if terminal.contains(&state.as_str()) {
+                println!("session {id}: {state}");
+                if let Some(reason) = info["reason"].as_object() {
+                    println!("  reason {}: {}", reason["code"], reason["text"]);
+                }
+                return Ok(state == "Completed");
+            }
+            if Instant::now() > deadline {
+                return Err(format!("session {id} still {state} after {wait:?}"));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    match run.await {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("dmdelegate delegate: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn sessions(admin: &str, json: bool) -> Result<(), String> {
+    let client = admin_client()?;
+    let list = admin_get(&client, &format!("http://{admin}/sessions")).await?;
+    if json {
+        println!("{list}");
+        return Ok(());
+    }
+    println!(
+        "{:<34} {:<11} {:<6} {:<8} {:<26} {:<16} reason",
+        "session", "role", "method", "type", "peer", "state"
+    );
+    for s in list.as_array().cloned().unwrap_or_default() {
+        let reason = s["reason"]["text"].as_str().unwrap_or("");
+        println!(
+            "{:<34} {:<11} {:<6} {:<8} {:<26} {:<16} {reason}",
+            s["session_id"].as_str().unwrap_or(""),
+            s["role"].as_str().unwrap_or(""),
+            s["method"].as_str().unwrap_or(""),
+            s["delegation_type"].as_str().unwrap_or(""),
+            s["peer"].as_str().unwrap_or(""),
+            s["state"].as_str().unwrap_or(""),
+        );
+    }
+    Ok(())
 }

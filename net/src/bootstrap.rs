@@ -99,8 +99,18 @@ impl BootstrapServer {
         identity: &Identity,
         host: &str,
     ) -> Result<BootstrapServer, TlsError> {
+        Self::start_on(sim, identity, host, SocketAddr::from(([127, 0, 0, 1], 0))).await
+    }
+
+    /// As [`BootstrapServer::start_as`], listening on `listen`.
+    pub async fn start_on(
+        sim: Arc<SimBootstrapServer>,
+        identity: &Identity,
+        host: &str,
+        listen: SocketAddr,
+    ) -> Result<BootstrapServer, TlsError> {
         let tls = TlsAcceptor::from(server_config_no_client_auth(identity)?);
-        let listener = TcpListener::bind("127.0.0.1:0")
+        let listener = TcpListener::bind(listen)
             .await
             .map_err(|e| TlsError(format!("listener: {e}")))?;
         let local_addr = listener

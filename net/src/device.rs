@@ -247,6 +247,16 @@ impl NetworkDevice {
         device: Arc<SimDevice>,
         options: DeviceOptions,
     ) -> Result<NetworkDevice, NetDeviceError> {
+        let any_port = SocketAddr::from(([127, 0, 0, 1], 0));
+        Self::start_on(device, any_port, options).await
+    }
+
+    /// As [`NetworkDevice::start`], with the package 0 endpoint on `listen`.
+    pub async fn start_on(
+        device: Arc<SimDevice>,
+        listen: SocketAddr,
+        options: DeviceOptions,
+    ) -> Result<NetworkDevice, NetDeviceError> {
         let roots = match &options.bootstrap_ca_pem {
             Some(pem) => trust_anchors(pem).map_err(|e| NetDeviceError(e.to_string()))?,
             None => Arc::new(RootCertStore::empty()),
@@ -268,7 +278,7 @@ impl NetworkDevice {
         let client = builder
             .build()
             .map_err(|e| NetDeviceError(format!("HTTP client: {e}")))?;
-        let listener = TcpListener::bind("127.0.0.1:0")
+        let listener = TcpListener::bind(listen)
             .await
             .map_err(|e| NetDeviceError(format!("listener: {e}")))?;
         let local_addr = listener

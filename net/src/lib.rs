@@ -10,6 +10,7 @@ pub mod device;
 pub mod dm;
 pub mod https;
 pub mod local;
+pub mod node;
 pub mod sqlite;
 pub mod tls;
 

@@ -12,7 +12,7 @@ pub use bootstrap::SimBootstrapServer;
 pub use device::{BootstrapTrigger, DeviceFault, SimDevice, TriggerHook};
 pub use host::{HostFaults, SimHost};
 pub use network::{InProcessNetwork, LinkFault};
-pub use testbed::{HostWrapper, PartFactory, Testbed, TestbedOptions};
+pub use testbed::{provision_sample_tree, HostWrapper, PartFactory, Testbed, TestbedOptions};
 
 /// What changed between two [`SimDevice::acls`] snapshots, one line per node: `+ uri` for
 /// an added subtree, `- uri` for a removed one, `~ uri  ACL old → new` for a changed ACL.

@@ -107,7 +107,15 @@ impl Testbed {
             model: "Phone X".into(),
         };
         let device = Arc::new(SimDevice::new(info));
-        Self::provision(&device);
+        provision_sample_tree(
+            &device,
+            &DmAcc::simple(
+                Self::DMS1,
+                "https://dms1.operator.example/dm",
+                "client-secret-1",
+                "server-secret-1",
+            ),
+        );
 
         let host1 = Arc::new(SimHost::new(Self::DMS1));
         host1.add_device(device.clone());
@@ -186,58 +194,6 @@ impl Testbed {
             dms1,
             dms2,
         }
-    }
-
-    fn provision(device: &SimDevice) {
-        let d1 = Self::DMS1;
-        let acl = |t: String| Acl::parse(&t).expect("static ACL");
-        device.provision_account(&DmAcc::simple(
-            d1,
-            "https://dms1.operator.example/dm",
-            "client-secret-1",
-            "server-secret-1",
-        ));
-        let dmacc_acl = acl(format!("Add={d1}&Get=*&Replace={d1}"));
-        let all = acl(format!("Add={d1}&Delete={d1}&Get={d1}&Replace={d1}"));
-        device
-            .provision(
-                ".",
-                Node::interior(
-                    "Vendor",
-                    vec![
-                        Node::interior(
-                            "Apps",
-                            vec![
-                                Node::interior(
-                                    "Mail",
-                                    vec![Node::leaf("Server", "imap.operator.example")],
-                                )
-                                .with_acl(acl(format!("Get=*&Replace={d1}"))),
-                                Node::interior(
-                                    "Browser",
-                                    vec![Node::leaf("Home", "https://portal.operator.example")],
-                                ),
-                            ],
-                        ),
-                        Node::interior("Settings", vec![Node::leaf("Volume", "5")]),
-                    ],
-                )
-                .with_acl(all.clone()),
-            )
-            .expect("root exists");
-        device
-            .provision(
-                ".",
-                Node::interior(
-                    "Network",
-                    vec![Node::leaf("APN", "internet.operator.example")],
-                )
-                .with_acl(acl(format!("Add={d1}&Delete={d1}&Get=*&Replace={d1}"))),
-            )
-            .expect("root exists");
-        device
-            .set_acl_unchecked("./DMAcc", dmacc_acl)
-            .expect("exists");
     }
 
     /// The subtrees this testbed delegates: Partial, `./Vendor/Apps` with Add, Get and
@@ -320,4 +276,54 @@ impl Default for Testbed {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// Gives `device` the sample tree of [`Testbed`], owned by the server of `owner`
+/// (installed as its account): `./Vendor` (with `Apps/Mail`, `Apps/Browser`, `Settings`)
+/// and `./Network`, and `./DMAcc` where the owner may add accounts.
+pub fn provision_sample_tree(device: &SimDevice, owner: &DmAcc) {
+    let d1 = owner.server_id.as_str();
+    let acl = |t: String| Acl::parse(&t).expect("static ACL");
+    device.provision_account(owner);
+    let dmacc_acl = acl(format!("Add={d1}&Get=*&Replace={d1}"));
+    let all = acl(format!("Add={d1}&Delete={d1}&Get={d1}&Replace={d1}"));
+    device
+        .provision(
+            ".",
+            Node::interior(
+                "Vendor",
+                vec![
+                    Node::interior(
+                        "Apps",
+                        vec![
+                            Node::interior(
+                                "Mail",
+                                vec![Node::leaf("Server", "imap.operator.example")],
+                            )
+                            .with_acl(acl(format!("Get=*&Replace={d1}"))),
+                            Node::interior(
+                                "Browser",
+                                vec![Node::leaf("Home", "https://portal.operator.example")],
+                            ),
+                        ],
+                    ),
+                    Node::interior("Settings", vec![Node::leaf("Volume", "5")]),
+                ],
+            )
+            .with_acl(all.clone()),
+        )
+        .expect("root exists");
+    device
+        .provision(
+            ".",
+            Node::interior(
+                "Network",
+                vec![Node::leaf("APN", "internet.operator.example")],
+            )
+            .with_acl(acl(format!("Add={d1}&Delete={d1}&Get=*&Replace={d1}"))),
+        )
+        .expect("root exists");
+    device
+        .set_acl_unchecked("./DMAcc", dmacc_acl)
+        .expect("exists");
 }
