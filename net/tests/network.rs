@@ -217,3 +217,35 @@ async fn an_unreachable_peer_fails_the_delegation_after_retries() {
         "{tries:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_bodies_and_wrong_media_types_are_refused() {
+    let pair = LocalPair::start(quick()).await.unwrap();
+    let (client, url) = raw_client(&pair, &pair.identities.0, pair.pki.ca_pem());
+    let huge = vec![b' '; HttpsOptions::default().max_body_bytes + 1];
+    let response = client
+        .post(&url)
+        .header("content-type", dmdelegate::message::MEDIA_TYPE)
+        .body(huge)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 413);
+    let response = client
+        .post(&url)
+        .header("content-type", "text/xml")
+        .body(notif_from(Testbed::DMS1))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 415);
+    let response = client
+        .post(&url)
+        .header("content-type", dmdelegate::message::MEDIA_TYPE)
+        .body("<Delegation/>")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    assert!(pair.testbed.dms2.sessions().await.unwrap().is_empty());
+}
