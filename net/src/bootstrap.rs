@@ -120,42 +120,13 @@ impl BootstrapServer {
         let router = Router::new()
             .fallback(get(serve_bootstrap))
             .with_state(App { sim, base });
-        let (stop, mut stopped) = watch::channel(false);
-        tokio::spawn(async move {
-            loop {
-                let accepted = tokio::select! {
-                    a = listener.accept() => a,
-                    _ = stopped.changed() => break,
-                };
-                let Ok((tcp, remote)) = accepted else {
-                    continue;
-                };
-                let (tls, router) = (tls.clone(), router.clone());
-                tokio::spawn(async move {
-                    let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(tcp))
-                        .await
-                    {
-                        Ok(Ok(s)) => s,
-                        Ok(Err(e)) => {
-                            tracing::info!(%remote, error = %e, "bootstrap: TLS handshake refused");
-                            return;
-                        }
-                        Err(_) => {
-                            tracing::info!(%remote, "bootstrap: TLS handshake timed out");
-                            return;
-                        }
-                    };
-                    let service = hyper_util::service::TowerToHyperService::new(router);
-                    let io = hyper_util::rt::TokioIo::new(stream);
-                    if let Err(e) = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(io, service)
-                        .await
-                    {
-                        tracing::debug!(%remote, error = %e, "bootstrap: connection ended");
-                    }
-                });
-            }
-        });
+        let stop = crate::https::spawn_tls_server(
+            listener,
+            tls,
+            HANDSHAKE_TIMEOUT,
+            "bootstrap",
+            move |_| router.clone(),
+        );
         Ok(BootstrapServer {
             local_addr,
             host: host.to_string(),

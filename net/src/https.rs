@@ -151,7 +151,44 @@ pub fn serve(
             .map(|p| (p.identity().to_string(), p.server_id.clone()))
             .collect(),
     );
+    let stop = spawn_tls_server(
+        listener,
+        tls,
+        options.handshake_timeout,
+        "delegation",
+        move |stream| {
+            let names = stream
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .map(certificate_names)
+                .unwrap_or_default();
+            let peer = identities
+                .iter()
+                .find(|(identity, _)| names.iter().any(|n| n == identity))
+                .map(|(_, id)| id.clone());
+            tracing::debug!(?names, ?peer, "TLS connection");
+            router.clone().layer(Extension(AuthenticatedPeer(peer)))
+        },
+    );
+    Ok(Endpoint { local_addr, stop })
+}
+
+/// Accepts TLS connections on `listener` until the returned sender is signalled (or
+/// dropped), serving each with the router `route` builds for it (HTTP/1.1).
+pub(crate) fn spawn_tls_server(
+    listener: TcpListener,
+    tls: TlsAcceptor,
+    handshake_timeout: Duration,
+    label: &'static str,
+    route: impl Fn(&tokio_rustls::server::TlsStream<tokio::net::TcpStream>) -> Router
+        + Send
+        + Sync
+        + 'static,
+) -> watch::Sender<bool> {
     let (stop, mut stopped) = watch::channel(false);
+    let route = Arc::new(route);
     tokio::spawn(async move {
         loop {
             let accepted = tokio::select! {
@@ -161,46 +198,33 @@ pub fn serve(
             let Ok((tcp, remote)) = accepted else {
                 continue;
             };
-            let (tls, router, identities) = (tls.clone(), router.clone(), identities.clone());
+            // Small request/response exchanges: do not wait for delayed ACKs.
+            let _ = tcp.set_nodelay(true);
+            let (tls, route) = (tls.clone(), route.clone());
             tokio::spawn(async move {
-                let handshake = tokio::time::timeout(options.handshake_timeout, tls.accept(tcp));
-                let stream = match handshake.await {
+                let stream = match tokio::time::timeout(handshake_timeout, tls.accept(tcp)).await {
                     Ok(Ok(s)) => s,
                     Ok(Err(e)) => {
-                        tracing::info!(%remote, error = %e, "TLS handshake refused");
+                        tracing::info!(%remote, error = %e, "{label}: TLS handshake refused");
                         return;
                     }
                     Err(_) => {
-                        tracing::info!(%remote, "TLS handshake timed out");
+                        tracing::info!(%remote, "{label}: TLS handshake timed out");
                         return;
                     }
                 };
-                let names = stream
-                    .get_ref()
-                    .1
-                    .peer_certificates()
-                    .and_then(|c| c.first())
-                    .map(certificate_names)
-                    .unwrap_or_default();
-                let peer = identities
-                    .iter()
-                    .find(|(identity, _)| names.iter().any(|n| n == identity))
-                    .map(|(_, id)| id.clone());
-                tracing::debug!(%remote, ?names, ?peer, "TLS connection");
-                let service = hyper_util::service::TowerToHyperService::new(
-                    router.layer(Extension(AuthenticatedPeer(peer))),
-                );
+                let service = hyper_util::service::TowerToHyperService::new(route(&stream));
                 let io = hyper_util::rt::TokioIo::new(stream);
                 if let Err(e) = hyper::server::conn::http1::Builder::new()
                     .serve_connection(io, service)
                     .await
                 {
-                    tracing::debug!(%remote, error = %e, "connection ended");
+                    tracing::debug!(%remote, error = %e, "{label}: connection ended");
                 }
             });
         }
     });
-    Ok(Endpoint { local_addr, stop })
+    stop
 }
 
 fn failure_document(to: &Message, me: &str, reason: Reason) -> String {
