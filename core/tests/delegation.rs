@@ -195,3 +195,27 @@ async fn method_1_installs_the_account_marked_no_automatic_session_until_confirm
         "the client must not open a session to DMS-2 on its own"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_delegation_hands_over_acls_outside_the_listed_subtrees_too() {
+    let tb = Testbed::new();
+    let mut request = tb.request(Method::DelegatingInitiates, DelegationType::Full);
+    request.info.subtrees = vec![dmdelegate::DelegatedSubtree {
+        uri: "./Vendor".into(),
+        rights: vec![AclCommand::Get],
+    }];
+    let id = tb.dms1.start_delegation(request).await.unwrap();
+    let (one, _) = tb.finish(&id).await.unwrap();
+    assert_eq!(one.state, State::Completed);
+    // ./Network named only DMS-1 for Add, Delete and Replace: DMS-2 holds them now, and
+    // the ACL did not fall back to inheriting the root's.
+    let network = tb.device.acl_of("./Network").unwrap();
+    assert!(!network.is_empty());
+    for cmd in [AclCommand::Add, AclCommand::Delete, AclCommand::Replace] {
+        assert!(
+            network.permits(cmd, Testbed::DMS2),
+            "{cmd} on ./Network: {network}"
+        );
+        assert!(!network.permits(cmd, Testbed::DMS1));
+    }
+}

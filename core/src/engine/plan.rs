@@ -7,9 +7,10 @@
 //! 1. read `./DMAcc` (values) to find DMS-1's own account (Full) and DMS-2's, if any;
 //! 2. Methods 1/2: add DMS-2's account under `./DMAcc`, then its
 //!    `Ext/NoAutoSession = true` marker (no automatic session to DMS-2);
-//! 3. for each delegated subtree: read the subtree with ACLs, and write new ACLs on its
-//!    root and on every descendant with an ACL of its own, adding DMS-2 for the granted
-//!    rights (Full: also for every command DMS-1 holds there);
+//! 3. Full: add DMS-2 to every ACL on the device that names DMS-1, for the same commands;
+//!    then, for each delegated subtree: read the subtree with ACLs, and write new ACLs on
+//!    its root and on every descendant with an ACL of its own, adding DMS-2 for the
+//!    granted rights (Full: also for every command DMS-1 holds there);
 //! 4. Methods 3/4: add the bootstrap trigger `./DMDelegate/Bootstrap/<session>` holding
 //!    DMS-2's Bootstrap Server URL (last, because the client acts on it at once).
 //!
@@ -213,6 +214,16 @@ impl Inner {
             )
             .await?;
             rec.cleanup.push(marker_uri);
+        }
+        if rec.delegation_type == DelegationType::Full {
+            // Full: DMS-2 takes over everything DMS-1 holds, listed or not. Without this an
+            // ACL naming only DMS-1 would be left empty by the final account deletion, and
+            // an empty ACL inherits its parent's, which may grant more.
+            let everything = DelegatedSubtree {
+                uri: ".".into(),
+                rights: Vec::new(),
+            };
+            self.delegate_subtree(rec, &everything).await?;
         }
         for subtree in rec.info.subtrees.clone() {
             self.delegate_subtree(rec, &subtree).await?;
