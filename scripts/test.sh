@@ -26,6 +26,18 @@ cargo clippy --workspace --all-targets -- -D warnings
 step "cargo test"
 cargo test --workspace
 
+step "C ABI: header, C11/C++17, ASan/UBSan, valgrind"
+need=""
+for tool in gcc g++ valgrind; do
+  command -v "$tool" >/dev/null 2>&1 || need="$need $tool"
+done
+if [ -n "$need" ]; then
+  step "installing$need"
+  sudo_=""; [ "$(id -u)" = 0 ] || sudo_="sudo"
+  $sudo_ apt-get update -qq && $sudo_ apt-get install -y -qq $need >/dev/null
+fi
+bash scripts/c-tests.sh
+
 step "golden vectors against the XSD"
 bash scripts/validate-vectors.sh
 

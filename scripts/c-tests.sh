@@ -1,0 +1,152 @@
+#!/usr/bin/env bash
+# The C ABI's checks (bindings/c, include/dmdelegate.h):
+#   1. build the library (cargo build -p dmdelegate-c);
+#   2. regenerate the header with the pinned cbindgen and fail on any difference from the
+#      committed include/dmdelegate.h;
+#   3. compile the header as C11 and as C++17 with -Wall -Wextra -Werror -pedantic;
+#   4. build bindings/c/tests/test_api.c against the static library with ASan + UBSan and
+#      run it;
+#   5. build it again without sanitizers and run it under valgrind (memcheck, full leak
+#      check; any error or definite/possible leak fails; the few third-party false
+#      positives are suppressed by bindings/c/tests/valgrind.supp, each one justified).
+# Last line: "c-tests: N passed, M failed" (N counts the header checks and every test case
+# of both runs). Exits non-zero on any failure.
+#
+# Environment: CC (default gcc), CXX (default g++), CBINDGEN (default: cbindgen on PATH or
+# in ~/.cargo/bin, installed when missing), C_TESTS_QUICK=1 (one delegation over the network
+# instead of eight, for a fast local loop), C_TESTS_NO_VALGRIND=1 (skip step 5).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+CBINDGEN_VERSION=0.29.4
+CC=${CC:-gcc}
+CXX=${CXX:-g++}
+OUT=$ROOT/target/c-tests
+LIB=$ROOT/target/debug/libdmdelegate.a
+LIBS=(-lpthread -ldl -lm)
+WARN=(-Wall -Wextra -Werror -pedantic)
+TEST_ARGS=("$ROOT/vectors")
+if [ "${C_TESTS_QUICK:-0}" = 1 ]; then TEST_ARGS+=(--quick); fi
+
+passed=0
+failed=0
+step() { printf '\n==> %s\n' "$*"; }
+pass() { passed=$((passed + 1)); echo "ok - $*"; }
+fail() { failed=$((failed + 1)); echo "not ok - $*"; }
+finish() {
+  echo
+  echo "c-tests: $passed passed, $failed failed"
+  [ "$failed" -eq 0 ]
+}
+
+# Adds a test_api run's "test_api: N passed, M failed" line to the totals; a run that
+# crashed or printed no summary counts as one failure.
+count_run() { # log status what
+  local log=$1 status=$2 what=$3 line
+  line=$(grep -E '^test_api: [0-9]+ passed, [0-9]+ failed$' "$log" | tail -n 1 || true)
+  if [ -z "$line" ]; then
+    fail "$what: no summary (exit status $status)"
+    return
+  fi
+  local p f
+  p=$(sed -E 's/^test_api: ([0-9]+) passed, ([0-9]+) failed$/\1/' <<<"$line")
+  f=$(sed -E 's/^test_api: ([0-9]+) passed, ([0-9]+) failed$/\2/' <<<"$line")
+  passed=$((passed + p))
+  failed=$((failed + f))
+  if [ "$status" -ne 0 ] && [ "$f" -eq 0 ]; then
+    fail "$what: exit status $status with every case passing (sanitizer or valgrind error)"
+  else
+    echo "$what: $p passed, $f failed (exit status $status)"
+  fi
+}
+
+mkdir -p "$OUT"
+
+step "cargo build -p dmdelegate-c"
+cargo build -p dmdelegate-c
+[ -f "$LIB" ] || { echo "missing $LIB" >&2; exit 1; }
+
+step "include/dmdelegate.h is what cbindgen $CBINDGEN_VERSION generates"
+cbindgen_ok() { [ -n "$1" ] && [ "$("$1" --version 2>/dev/null)" = "cbindgen $CBINDGEN_VERSION" ]; }
+CBINDGEN=${CBINDGEN:-$(command -v cbindgen || echo "$HOME/.cargo/bin/cbindgen")}
+if ! cbindgen_ok "$CBINDGEN"; then
+  CBINDGEN=$HOME/.cargo/bin/cbindgen
+  if ! cbindgen_ok "$CBINDGEN"; then
+    echo "installing cbindgen $CBINDGEN_VERSION"
+    cargo install cbindgen --version "$CBINDGEN_VERSION" --locked --quiet
+  fi
+fi
+generated=$OUT/dmdelegate.h
+if ! "$CBINDGEN" --quiet --config bindings/c/cbindgen.toml --crate dmdelegate-c \
+  --output "$generated" 2>"$OUT/cbindgen.log"; then
+  cat "$OUT/cbindgen.log" >&2
+  fail "cbindgen failed"
+elif diff -u include/dmdelegate.h "$generated"; then
+  pass "include/dmdelegate.h is up to date"
+else
+  fail "include/dmdelegate.h differs from the generated header (diff above; regenerate: cp $generated include/dmdelegate.h)"
+fi
+
+step "the header compiles as C11 and as C++17 (${WARN[*]})"
+cat >"$OUT/header_c.c" <<'EOF'
+#include "dmdelegate.h"
+#include "dmdelegate.h" /* the include guard holds */
+int main(void) {
+    dmd_outcome o = {DMD_STATE_NONE, DMD_STATE_NONE, 0};
+    dmd_message_type t = DMD_MESSAGE_TYPE_NOTIF;
+    dmd_delegation_type d = DMD_DELEGATION_TYPE_FULL;
+    (void)o; (void)t; (void)d;
+    return dmd_version() == 0 ? 1 : (int)DMD_OK;
+}
+EOF
+cp "$OUT/header_c.c" "$OUT/header_cpp.cpp"
+if "$CC" -std=c11 "${WARN[@]}" -Iinclude -c "$OUT/header_c.c" -o "$OUT/header_c.o"; then
+  pass "C11 ($CC)"
+else
+  fail "C11 ($CC)"
+fi
+if "$CXX" -std=c++17 "${WARN[@]}" -Iinclude -c "$OUT/header_cpp.cpp" -o "$OUT/header_cpp.o"; then
+  pass "C++17 ($CXX)"
+else
+  fail "C++17 ($CXX)"
+fi
+
+step "test_api with AddressSanitizer and UndefinedBehaviorSanitizer"
+SAN=(-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer)
+"$CC" -std=c11 "${WARN[@]}" -g -O1 "${SAN[@]}" -Iinclude bindings/c/tests/test_api.c \
+  "$LIB" "${LIBS[@]}" -o "$OUT/test_api_asan"
+set +e
+ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:strict_string_checks=1:detect_stack_use_after_return=1 \
+  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+  "$OUT/test_api_asan" "${TEST_ARGS[@]}" >"$OUT/asan.log" 2>&1
+status=$?
+set -e
+cat "$OUT/asan.log"
+count_run "$OUT/asan.log" "$status" "ASan/UBSan run"
+
+if [ "${C_TESTS_NO_VALGRIND:-0}" = 1 ]; then
+  echo "valgrind run skipped (C_TESTS_NO_VALGRIND=1)"
+  finish
+  exit
+fi
+
+step "test_api under valgrind --leak-check=full"
+command -v valgrind >/dev/null || { fail "valgrind is not installed"; finish; exit 1; }
+"$CC" -std=c11 "${WARN[@]}" -g -O0 -Iinclude bindings/c/tests/test_api.c \
+  "$LIB" "${LIBS[@]}" -o "$OUT/test_api"
+set +e
+# Suppressions: bindings/c/tests/valgrind.supp, each one justified there. --num-callers is
+# raised so that they can see the frames that identify them.
+valgrind --leak-check=full --error-exitcode=1 --errors-for-leak-kinds=definite,possible \
+  --track-origins=yes --num-callers=64 -s \
+  --suppressions="$ROOT/bindings/c/tests/valgrind.supp" --log-file="$OUT/valgrind.log" \
+  "$OUT/test_api" "${TEST_ARGS[@]}" >"$OUT/valgrind-run.log" 2>&1
+status=$?
+set -e
+cat "$OUT/valgrind-run.log"
+echo "--- valgrind summary ($OUT/valgrind.log)"
+sed -n '/HEAP SUMMARY/,$p' "$OUT/valgrind.log" | sed -E 's/^(==|--)[0-9]+(==|--) ?//'
+count_run "$OUT/valgrind-run.log" "$status" "valgrind run"
+
+finish
