@@ -27,6 +27,31 @@ pub trait SessionStore: Send + Sync {
     async fn list(&self) -> Result<Vec<SessionRecord>, StoreError>;
     /// Removes the record (no error when absent).
     async fn remove(&self, session_id: &str) -> Result<(), StoreError>;
+
+    /// The records the engine still has work for ([`SessionRecord::is_active`]): what
+    /// deadline checks scan. Stores with an index should override the default filter.
+    async fn list_active(&self) -> Result<Vec<SessionRecord>, StoreError> {
+        Ok(self
+            .list()
+            .await?
+            .into_iter()
+            .filter(|r| r.is_active())
+            .collect())
+    }
+
+    /// The active records of one device: what the one-delegation-per-device check and
+    /// the device-connected lookup scan.
+    async fn list_active_for_device(
+        &self,
+        device_id: &str,
+    ) -> Result<Vec<SessionRecord>, StoreError> {
+        Ok(self
+            .list_active()
+            .await?
+            .into_iter()
+            .filter(|r| r.info.device.device_id == device_id)
+            .collect())
+    }
 }
 
 /// A store in memory: fast, and gone with the process.

@@ -9,6 +9,7 @@
 //!     device_id   TEXT NOT NULL,
 //!     deadline_ms INTEGER NULL,      -- the current wait's end, ms since the UNIX epoch
 //!     updated_ms  INTEGER NOT NULL,
+//!     active      INTEGER NOT NULL,  -- 1 while the engine has work for it (deadline scans)
 //!     record      TEXT NOT NULL      -- the whole SessionRecord as JSON
 //! );
 //! ```
@@ -42,10 +43,11 @@ CREATE TABLE IF NOT EXISTS sessions (
     device_id   TEXT NOT NULL,
     deadline_ms INTEGER NULL,
     updated_ms  INTEGER NOT NULL,
+    active      INTEGER NOT NULL,
     record      TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS sessions_state ON sessions(state);
-CREATE INDEX IF NOT EXISTS sessions_device_id ON sessions(device_id);
+CREATE INDEX IF NOT EXISTS sessions_active ON sessions(active, device_id);
 ";
 
 /// A [`SessionStore`] in an SQLite database.
@@ -222,6 +224,41 @@ fn decode(session_id: &str, json: &str, location: &str) -> Result<SessionRecord,
     Ok(record)
 }
 
+impl SqliteStore {
+    /// Reads the records a `WHERE` clause selects (with at most one parameter).
+    async fn select(
+        &self,
+        what: &'static str,
+        filter: &'static str,
+        param: Option<String>,
+    ) -> Result<Vec<SessionRecord>, StoreError> {
+        self.run(what.to_string(), move |conn, location| {
+            let read_err = |e: rusqlite::Error| StoreError(format!("{what} in {location}: {e}"));
+            let sql =
+                format!("SELECT session_id, record FROM sessions {filter} ORDER BY session_id");
+            let mut stmt = conn.prepare_cached(&sql).map_err(read_err)?;
+            let params: Vec<&dyn rusqlite::ToSql> = match &param {
+                Some(p) => vec![p],
+                None => Vec::new(),
+            };
+            let rows = stmt
+                .query_map(params.as_slice(), |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+                })
+                .map_err(read_err)?;
+            // One corrupt row fails the whole list: skipping it would hide a session (and
+            // its rollback journal) from deadline checks and device-busy checks.
+            let mut records = Vec::new();
+            for row in rows {
+                let (id, json) = row.map_err(read_err)?;
+                records.push(decode(&id, &json, location)?);
+            }
+            Ok(records)
+        })
+        .await
+    }
+}
+
 #[async_trait]
 impl SessionStore for SqliteStore {
     async fn save(&self, record: &SessionRecord) -> Result<(), StoreError> {
@@ -237,21 +274,25 @@ impl SessionStore for SqliteStore {
         let device_id = record.info.device.device_id.clone();
         let deadline = record.deadline.map(|d| d.unix_millis());
         let updated = record.updated.unix_millis();
+        let active = record.is_active();
         self.run(format!("saving session `{id}`"), move |conn, location| {
             // One autocommit statement: atomic, and durable on return (synchronous=FULL).
             conn.prepare_cached(
                 "INSERT INTO sessions
-                     (session_id, state, device_id, deadline_ms, updated_ms, record)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                     (session_id, state, device_id, deadline_ms, updated_ms, active, record)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
                  ON CONFLICT(session_id) DO UPDATE SET
                      state = excluded.state,
                      device_id = excluded.device_id,
                      deadline_ms = excluded.deadline_ms,
                      updated_ms = excluded.updated_ms,
+                     active = excluded.active,
                      record = excluded.record",
             )
             .and_then(|mut stmt| {
-                stmt.execute(params![id, state, device_id, deadline, updated, json])
+                stmt.execute(params![
+                    id, state, device_id, deadline, updated, active, json
+                ])
             })
             .map_err(|e| StoreError(format!("saving session `{id}` in {location}: {e}")))?;
             Ok(())
@@ -272,24 +313,23 @@ impl SessionStore for SqliteStore {
     }
 
     async fn list(&self) -> Result<Vec<SessionRecord>, StoreError> {
-        self.run("listing sessions".into(), |conn, location| {
-            let read_err =
-                |e: rusqlite::Error| StoreError(format!("listing sessions in {location}: {e}"));
-            let mut stmt = conn
-                .prepare_cached("SELECT session_id, record FROM sessions ORDER BY session_id")
-                .map_err(read_err)?;
-            let rows = stmt
-                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
-                .map_err(read_err)?;
-            // One corrupt row fails the whole list: skipping it would hide a session (and
-            // its rollback journal) from deadline checks and device-busy checks.
-            let mut records = Vec::new();
-            for row in rows {
-                let (id, json) = row.map_err(read_err)?;
-                records.push(decode(&id, &json, location)?);
-            }
-            Ok(records)
-        })
+        self.select("listing sessions", "", None).await
+    }
+
+    async fn list_active(&self) -> Result<Vec<SessionRecord>, StoreError> {
+        self.select("listing active sessions", "WHERE active = 1", None)
+            .await
+    }
+
+    async fn list_active_for_device(
+        &self,
+        device_id: &str,
+    ) -> Result<Vec<SessionRecord>, StoreError> {
+        self.select(
+            "listing the device's active sessions",
+            "WHERE active = 1 AND device_id = ?1",
+            Some(device_id.to_string()),
+        )
         .await
     }
 

@@ -403,7 +403,10 @@ async fn saved_records_survive_reopen_and_a_crash() {
         .unwrap();
     indexes.sort();
     assert_eq!(indexes.len(), 2, "{indexes:?}");
-    assert!(indexes[0].contains("(device_id)") && indexes[1].contains("(state)"));
+    assert!(
+        indexes[0].contains("(active, device_id)") && indexes[1].contains("(state)"),
+        "{indexes:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -407,9 +407,13 @@ impl Inner {
     /// Refuses a second concurrent delegation of one device: interleaved ACL edits would
     /// make each session's journal undo the other's changes.
     async fn check_device_free(&self, device_id: &str, except: &str) -> Result<()> {
-        let busy = self.records().await?.into_iter().find(|r| {
-            !r.state.is_terminal() && r.info.device.device_id == device_id && r.session_id != except
-        });
+        let busy = self
+            .store
+            .list_active_for_device(device_id)
+            .await
+            .map_err(|e| Error::Store(e.0))?
+            .into_iter()
+            .find(|r| !r.state.is_terminal() && r.session_id != except);
         match busy {
             Some(r) => Err(Error::Failed {
                 reason: ReasonCode::DeviceBusy,
@@ -875,8 +879,10 @@ impl Inner {
 
     async fn client_connected(&self, device_id: &str) -> Result<Vec<String>> {
         let waiting: Vec<String> = self
-            .records()
-            .await?
+            .store
+            .list_active_for_device(device_id)
+            .await
+            .map_err(|e| Error::Store(e.0))?
             .into_iter()
             .filter(|r| {
                 r.role == Role::Delegated
@@ -1041,7 +1047,12 @@ impl Inner {
     async fn expire_due(&self) -> Result<usize> {
         let now = self.clock.now();
         let mut ended = 0;
-        for r in self.records().await? {
+        for r in self
+            .store
+            .list_active()
+            .await
+            .map_err(|e| Error::Store(e.0))?
+        {
             let overdue = !r.state.is_terminal() && r.deadline.is_some_and(|d| d <= now);
             let expired = r.state == State::Completed && r.expires.is_some_and(|e| e <= now);
             if overdue {

@@ -197,6 +197,12 @@ pub struct SessionRecord {
 }
 
 impl SessionRecord {
+    /// True while the engine still has work for the session: it is running, or it is a
+    /// completed temporary delegation that will be reverted at its end.
+    pub fn is_active(&self) -> bool {
+        !self.state.is_terminal() || (self.state == State::Completed && self.expires.is_some())
+    }
+
     /// A fresh record in `NotifSent`, with nothing sent or received yet.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
