@@ -25,6 +25,16 @@
 #include <stdint.h>
 
 /**
+ * The SyncML status a callback returns for success.
+ */
+#define DMD_STATUS_OK 200
+
+/**
+ * The largest session id, NUL excluded.
+ */
+#define DMD_SESSION_ID_MAX 64
+
+/**
  * The result of every `dmd_` function that can fail.
  *
  * The numbers are stable: a code is never renumbered or reused, new codes are only added
@@ -219,6 +229,20 @@ typedef enum dmd_state {
 } dmd_state;
 
 /**
+ * A server's role in one delegation. The numbers are stable.
+ */
+typedef enum dmd_role {
+    /**
+     * DMS-1, the Delegating DM Server: holds authority today.
+     */
+    DMD_ROLE_DELEGATING = 1,
+    /**
+     * DMS-2, the Delegated DM Server: receives authority.
+     */
+    DMD_ROLE_DELEGATED = 2,
+} dmd_role;
+
+/**
  * Del_Type: how much authority passes. The numbers are stable; 0 is not a type.
  */
 typedef enum dmd_delegation_type {
@@ -233,11 +257,88 @@ typedef enum dmd_delegation_type {
 } dmd_delegation_type;
 
 /**
+ * The kinds of `dmd_event`. The numbers are stable.
+ */
+typedef enum dmd_event_kind {
+    /**
+     * The session moved from `from` to `to`.
+     */
+    DMD_EVENT_STATE_CHANGED = 1,
+    /**
+     * The delegation completed.
+     */
+    DMD_EVENT_COMPLETED = 2,
+    /**
+     * The delegation failed (`reason_code`, `reason`); a rollback follows.
+     */
+    DMD_EVENT_FAILED = 3,
+    /**
+     * Every change made to the device was undone.
+     */
+    DMD_EVENT_ROLLED_BACK = 4,
+    /**
+     * Some inverse operations failed: the device needs attention.
+     */
+    DMD_EVENT_ROLLBACK_INCOMPLETE = 5,
+    /**
+     * The peer refused the delegation.
+     */
+    DMD_EVENT_REJECTED = 6,
+    /**
+     * A temporary delegation ended and was reverted.
+     */
+    DMD_EVENT_EXPIRED = 7,
+} dmd_event_kind;
+
+/**
+ * The kinds of client operation a `dmd_command` is. The numbers are stable.
+ */
+typedef enum dmd_command_kind {
+    /**
+     * Read the subtree at the URI with every node's ACL (`Get <uri>?list=TNDS+ACL`, plus
+     * `+Value` when `dmd_command_values` is 1). Reply: the TNDS document of the subtree.
+     */
+    DMD_COMMAND_GET_TREE = 1,
+    /**
+     * Read a node's own ACL (`Get <uri>?prop=ACL`). Reply: the ACL text (empty: inherits).
+     */
+    DMD_COMMAND_GET_ACL = 2,
+    /**
+     * Add a subtree (`Add` with a TNDS object) under `dmd_command_parent`. No reply.
+     */
+    DMD_COMMAND_ADD = 3,
+    /**
+     * Replace a node's whole ACL with `dmd_command_acl`. No reply.
+     */
+    DMD_COMMAND_REPLACE_ACL = 4,
+    /**
+     * Delete the node at the URI and everything below. No reply.
+     */
+    DMD_COMMAND_DELETE = 5,
+} dmd_command_kind;
+
+/**
  * Bytes the library allocated (an encoded message). Opaque: read it with
  * `dmd_bytes_data` and `dmd_bytes_len`, free it with `dmd_bytes_free`. Immutable, so any
  * number of threads may read it at the same time.
  */
 typedef struct dmd_bytes dmd_bytes;
+
+/**
+ * One operation on the device's DM Tree that DMS-1's host executes in its DM session
+ * with the device (the `execute` callback). Opaque: read it with the `dmd_command_*`
+ * accessors, or forward it to `dmd_sim_device_execute`.
+ *
+ * Lifetime: owned by the library, valid only during the callback that received it.
+ * Immutable: any thread may read it during that time.
+ */
+typedef struct dmd_command dmd_command;
+
+/**
+ * A certificate (valid as TLS server and client certificate) and its private key, PEM.
+ * Opaque: from `dmd_test_pki_issue`, freed with `dmd_identity_free`. Immutable.
+ */
+typedef struct dmd_identity dmd_identity;
 
 /**
  * Two DM Servers (DMS-1 `dms1.operator.example`, DMS-2 `dms2.enterprise.example`) serving
@@ -260,6 +361,36 @@ typedef struct dmd_local_pair dmd_local_pair;
 typedef struct dmd_message dmd_message;
 
 /**
+ * What a callback hands back (an ACL, a TNDS document, a URL, a detail message).
+ * Opaque: the library creates it, the callback fills it with `dmd_reply_set_text`; it is
+ * valid only during the callback.
+ */
+typedef struct dmd_reply dmd_reply;
+
+/**
+ * One DM Server: the delegation engine (DMS-1 and DMS-2 at once, any number of
+ * sessions) with the host's C callbacks, serving the delegation endpoint over HTTPS with
+ * mutual TLS. Opaque: `dmd_server_new`, `dmd_server_free`.
+ *
+ * It owns a two-thread runtime on which the callbacks run. Its functions may be called
+ * from any thread except those (from a callback they return `DMD_ERR_INVALID_STATE`).
+ */
+typedef struct dmd_server dmd_server;
+
+/**
+ * A simulated DM Client: a DM Tree with accounts that enforces ACLs as DM TND requires.
+ * Opaque: `dmd_sim_device_new`, `dmd_sim_device_free`. Thread-safe: any number of
+ * threads (host callbacks included) may use one at the same time.
+ */
+typedef struct dmd_sim_device dmd_sim_device;
+
+/**
+ * A test PKI: one fresh CA that issues server identities. For tests and demos only.
+ * Opaque: `dmd_test_pki_new`, `dmd_test_pki_free`. Any number of threads may use one.
+ */
+typedef struct dmd_test_pki dmd_test_pki;
+
+/**
  * How one delegation ended, at both servers.
  */
 typedef struct dmd_outcome {
@@ -277,6 +408,267 @@ typedef struct dmd_outcome {
      */
     uint16_t reason_code;
 } dmd_outcome;
+
+/**
+ * A peer DM Server this server exchanges delegation messages with.
+ */
+typedef struct dmd_peer {
+    /**
+     * The peer's ServerID; its TLS certificate must carry it as a DNS name.
+     */
+    const char *server_id;
+    /**
+     * Its delegation endpoint, `https://host:port/dm-delegation`.
+     */
+    const char *endpoint;
+    /**
+     * NULL, or `ip:port` to connect to instead of resolving the endpoint's host (the
+     * certificate is still checked against the ServerID), for example `127.0.0.1:4431`.
+     */
+    const char *address;
+} dmd_peer;
+
+/**
+ * A server's configuration, read during `dmd_server_new` only (every string is copied).
+ */
+typedef struct dmd_server_config {
+    /**
+     * This server's ServerID (as in its DMAcc and in ACLs). Required.
+     */
+    const char *server_id;
+    /**
+     * `ip:port` the HTTPS endpoint listens on, for example `127.0.0.1:0` (port 0: any
+     * free port, see `dmd_server_local_port`). Required.
+     */
+    const char *listen_address;
+    /**
+     * This server's certificate chain (PEM); it serves as TLS server and client
+     * certificate. Required.
+     */
+    const char *cert_pem;
+    /**
+     * The certificate's private key (PEM). Required.
+     */
+    const char *key_pem;
+    /**
+     * The CA certificates (PEM) peers' certificates must chain to. Required.
+     */
+    const char *trust_pem;
+    /**
+     * The peers, `peer_count` of them; NULL with `peer_count` 0 to set them later with
+     * `dmd_server_set_peers` (once both servers know their ports).
+     */
+    const struct dmd_peer *peers;
+    /**
+     * How many peers.
+     */
+    size_t peer_count;
+} dmd_server_config;
+
+/**
+ * One delegated subtree: its root URI and the rights DMS-2 gets on it.
+ *
+ * As an argument (`dmd_server_start_delegation`) both strings are the caller's and are
+ * read during the call only; in a `dmd_offer` they are the library's and valid only
+ * during the callback.
+ */
+typedef struct dmd_subtree {
+    /**
+     * Absolute URI of the subtree's root, `.` for the whole tree (NUL-terminated UTF-8).
+     */
+    const char *uri;
+    /**
+     * The granted commands, ACL command names separated by `+`, for example
+     * `Add+Get+Replace` (NUL-terminated UTF-8).
+     */
+    const char *rights;
+} dmd_subtree;
+
+/**
+ * An incoming delegation request, given to the `accept` callback. Every pointer in it
+ * (and in `subtrees`) belongs to the library and is valid only during the callback: copy
+ * what you need.
+ */
+typedef struct dmd_offer {
+    /**
+     * The session id the peer chose.
+     */
+    const char *session_id;
+    /**
+     * The peer's ServerID (authenticated by mutual TLS).
+     */
+    const char *peer;
+    /**
+     * The role this server would play.
+     */
+    enum dmd_role role;
+    /**
+     * The method, 1 to 4.
+     */
+    uint8_t method;
+    /**
+     * Full or Partial.
+     */
+    enum dmd_delegation_type delegation_type;
+    /**
+     * The device's id (for example `IMEI:...`).
+     */
+    const char *device_id;
+    /**
+     * The device's manufacturer.
+     */
+    const char *manufacturer;
+    /**
+     * The device's model.
+     */
+    const char *model;
+    /**
+     * The delegated subtrees, `subtree_count` of them.
+     */
+    const struct dmd_subtree *subtrees;
+    /**
+     * How many subtrees.
+     */
+    size_t subtree_count;
+    /**
+     * End of a temporary delegation in milliseconds since the Unix epoch, 0 when none.
+     */
+    int64_t expires_ms;
+} dmd_offer;
+
+/**
+ * What happened to a delegation, given to the `on_event` callback. Every pointer belongs
+ * to the library and is valid only during the callback.
+ */
+typedef struct dmd_event {
+    /**
+     * What happened.
+     */
+    enum dmd_event_kind kind;
+    /**
+     * The session.
+     */
+    const char *session_id;
+    /**
+     * This server's role in it.
+     */
+    enum dmd_role role;
+    /**
+     * The device.
+     */
+    const char *device_id;
+    /**
+     * `DMD_EVENT_STATE_CHANGED`: the previous state; otherwise `DMD_STATE_NONE`.
+     */
+    enum dmd_state from;
+    /**
+     * `DMD_EVENT_STATE_CHANGED`: the new state; otherwise `DMD_STATE_NONE`.
+     */
+    enum dmd_state to;
+    /**
+     * The reason code (100-999) of a failure, rejection or rollback; 0 otherwise.
+     */
+    uint16_t reason_code;
+    /**
+     * The reason's text; the empty string when there is none. Never NULL.
+     */
+    const char *reason;
+} dmd_event;
+
+/**
+ * The host DM Server, as C callbacks. The library copies the struct in
+ * `dmd_server_new`; `userdata` is passed back, untouched, as every callback's first
+ * argument.
+ *
+ * Threads: callbacks run on the library's runtime threads, never on the caller's. For
+ * one delegation session they never overlap; for different sessions they may run at the
+ * same time on different threads, so the callbacks and `userdata` must be thread-safe.
+ * A callback must not call `dmd_server_*` functions (they return
+ * `DMD_ERR_INVALID_STATE` there) and should return promptly: it holds up its session.
+ *
+ * Lifetime: `userdata` and the functions must stay valid until `dmd_server_free` has
+ * returned; after that no callback runs.
+ *
+ * Statuses: the `uint16_t` callbacks return a SyncML-style status. 200 is success;
+ * anything else fails the operation with that status (a device refusal) or with the
+ * reason code of the capability (a host failure), and the reply's text, when set, is the
+ * detail. A NULL function means the host lacks that capability: the delegation that
+ * needs it fails with a reason naming the callback. A callback must not unwind (C++
+ * exceptions, longjmp) through the library.
+ */
+typedef struct dmd_host_callbacks {
+    /**
+     * Passed back to every callback. May be NULL.
+     */
+    void *userdata;
+    /**
+     * Decides whether to take part in a delegation a peer offers. Return non-zero to
+     * accept; 0 to refuse, with the reason code (100-999) in `*reject_code`, preset to
+     * 101 (rejected by policy). NULL: every offer is refused (101, "no accept callback").
+     */
+    int32_t (*accept)(void *userdata, const struct dmd_offer *offer, uint16_t *reject_code);
+    /**
+     * DMS-1: executes `command` on the device `device_id` in the host's own DM session.
+     * For `DMD_COMMAND_GET_TREE` set the reply to the TNDS document of the subtree, for
+     * `DMD_COMMAND_GET_ACL` to the ACL text; writes need no reply. Return 200, or the
+     * device's status (404, 425, ...). NULL: every delegation as DMS-1 fails.
+     */
+    uint16_t (*execute)(void *userdata,
+                        const char *device_id,
+                        const struct dmd_command *command,
+                        struct dmd_reply *reply);
+    /**
+     * DMS-2, Methods 1/2: opens a DM session with the device once DMS-1 has prepared it.
+     * Return 200 when the session is established (DELEGATION_CONFIRM follows).
+     */
+    uint16_t (*open_dm_session)(void *userdata, const char *device_id);
+    /**
+     * DMS-2: the DM account the device gets for this server. Set the reply to a TNDS
+     * document holding one DMAcc node (`dmd_dmacc_simple_tnds` builds one) and return 200.
+     */
+    uint16_t (*dm_account)(void *userdata, const char *device_id, struct dmd_reply *reply);
+    /**
+     * DMS-2, Methods 3/4: the Bootstrap Server URL the device should use. Set the reply
+     * to the URL and return 200.
+     */
+    uint16_t (*bootstrap_url)(void *userdata, const char *device_id, struct dmd_reply *reply);
+    /**
+     * Reports an event. Must not block (the session is locked meanwhile). May be NULL.
+     */
+    void (*on_event)(void *userdata, const struct dmd_event *event);
+} dmd_host_callbacks;
+
+/**
+ * The state of one delegation session at one server.
+ */
+typedef struct dmd_session_state {
+    /**
+     * The state.
+     */
+    enum dmd_state state;
+    /**
+     * 1 when the state is terminal (COMPLETED, REJECTED, ROLLED_BACK, ROLLBACK_FAILED,
+     * EXPIRED), else 0.
+     */
+    int32_t terminal;
+    /**
+     * This server's role in the session.
+     */
+    enum dmd_role role;
+    /**
+     * The method, 1 to 4.
+     */
+    uint8_t method;
+    /**
+     * The failure's reason code (100-999), 0 when none.
+     */
+    uint16_t reason_code;
+    /**
+     * The failure's text, NUL-terminated, cut at a UTF-8 boundary if longer; empty when
+     * none.
+     */
+    char reason[256];
+} dmd_session_state;
 
 #ifdef __cplusplus
 extern "C" {
@@ -596,6 +988,496 @@ enum dmd_result dmd_local_pair_run(struct dmd_local_pair *pair,
  * `pair` is NULL or a pair from `dmd_local_pair_new` not yet freed.
  */
 void dmd_local_pair_free(struct dmd_local_pair *pair);
+
+/**
+ * The command's kind.
+ *
+ * - NULL: `command` NULL gives 0 (no kind).
+ * - Threads: any thread, while the command is valid (during the callback).
+ *
+ * # Safety
+ *
+ * `command` is NULL or the command a callback received, during that callback.
+ */
+uint32_t dmd_command_get_kind(const struct dmd_command *command);
+
+/**
+ * The URI the command targets (for `DMD_COMMAND_ADD`, the new node's URI).
+ *
+ * - Ownership: the string belongs to the command: valid while the command is (during the
+ *   callback); never free it.
+ * - NULL: `command` NULL gives NULL.
+ * - Threads: any thread, while the command is valid.
+ *
+ * # Safety
+ *
+ * `command` is NULL or the command a callback received, during that callback.
+ */
+const char *dmd_command_uri(const struct dmd_command *command);
+
+/**
+ * `DMD_COMMAND_ADD`: the parent's URI, under which the node is added; the empty string
+ * for other kinds. Ownership, NULL and threads as `dmd_command_uri`.
+ *
+ * # Safety
+ *
+ * `command` is NULL or the command a callback received, during that callback.
+ */
+const char *dmd_command_parent(const struct dmd_command *command);
+
+/**
+ * The command's payload: `DMD_COMMAND_ADD`, the TNDS document of the added subtree;
+ * `DMD_COMMAND_REPLACE_ACL`, the new ACL text (empty: inherit); the empty string for
+ * other kinds. Ownership, NULL and threads as `dmd_command_uri`.
+ *
+ * # Safety
+ *
+ * `command` is NULL or the command a callback received, during that callback.
+ */
+const char *dmd_command_text(const struct dmd_command *command);
+
+/**
+ * `DMD_COMMAND_GET_TREE`: 1 when leaf values are wanted, else 0 (also for other kinds
+ * and for NULL). Threads as `dmd_command_uri`.
+ *
+ * # Safety
+ *
+ * `command` is NULL or the command a callback received, during that callback.
+ */
+int32_t dmd_command_values(const struct dmd_command *command);
+
+/**
+ * Renders the command as one SyncML DM 1.2 command element with `<CmdID>` `cmd_id`
+ * (for a host whose SyncML engine sends commands as they are), following the
+ * needed-length convention (see `dmd_message_session_id`).
+ *
+ * - Ownership: `buf` stays the caller's.
+ * - NULL: `command` or `needed` NULL gives `DMD_ERR_NULL_ARGUMENT`.
+ * - Threads: any thread, while the command is valid (during the callback).
+ *
+ * # Safety
+ *
+ * `command` is NULL or a valid command; `buf` NULL or `len` writable bytes; `needed`
+ * NULL or writable.
+ */
+enum dmd_result dmd_command_syncml(const struct dmd_command *command,
+                                   uint32_t cmd_id,
+                                   char *buf,
+                                   size_t len,
+                                   size_t *needed);
+
+/**
+ * Sets the reply's text (replacing any earlier one): the TNDS document, ACL text, URL
+ * or, with a failure status, the detail, depending on the callback.
+ *
+ * Returns `DMD_OK`, or `DMD_ERR_INVALID_ARGUMENT` when `text` is not UTF-8.
+ *
+ * - Ownership: the text is copied; `text` stays the caller's.
+ * - NULL: `reply` or `text` NULL gives `DMD_ERR_NULL_ARGUMENT`.
+ * - Threads: the thread running the callback that received `reply`.
+ *
+ * # Safety
+ *
+ * `reply` is NULL or the reply a callback received, during that callback; `text` is NULL
+ * or a NUL-terminated string.
+ */
+enum dmd_result dmd_reply_set_text(struct dmd_reply *reply, const char *text);
+
+/**
+ * Creates a server: copies `config` and `callbacks`, starts the runtime, binds the
+ * listen address, and, when `config->peer_count` > 0, starts the HTTPS endpoint and
+ * transport (otherwise `dmd_server_set_peers` does); stores the new server in `*out`.
+ *
+ * Returns `DMD_OK`; `DMD_ERR_INVALID_ARGUMENT` for a bad ServerID, address or string;
+ * `DMD_ERR_RUNTIME` when the runtime cannot start; `DMD_ERR_TRANSPORT` when the address
+ * cannot be bound or the PEM data is not usable.
+ *
+ * - Ownership: `config` and `callbacks` stay the caller's (copied); `callbacks->userdata`
+ *   must stay valid until `dmd_server_free` returns. On success `*out` is a new server
+ *   the caller frees with `dmd_server_free`; on failure `*out` is not written.
+ * - NULL: `config`, `callbacks`, `out`, or a required string NULL gives
+ *   `DMD_ERR_NULL_ARGUMENT`; NULL callback functions are allowed (see
+ *   `dmd_host_callbacks`).
+ * - Threads: any thread, concurrently.
+ * - Signals: the HTTPS stack may write to a socket whose peer has closed it; the process
+ *   must ignore SIGPIPE (`signal(SIGPIPE, SIG_IGN)` at start, as Rust programs do),
+ *   otherwise such a write kills it. The library does not change signal dispositions.
+ *
+ * # Safety
+ *
+ * `config` and `callbacks` are NULL or valid, with valid strings and arrays; `out` is
+ * NULL or writable.
+ */
+enum dmd_result dmd_server_new(const struct dmd_server_config *config,
+                               const struct dmd_host_callbacks *callbacks,
+                               struct dmd_server **out);
+
+/**
+ * Sets the peers and starts the HTTPS endpoint and transport, for a server created with
+ * no peers (so that two servers on port 0 can learn each other's port first).
+ *
+ * Returns `DMD_OK`; `DMD_ERR_INVALID_STATE` when the peers are already set;
+ * `DMD_ERR_TRANSPORT` when the PEM data is not usable or an endpoint is not `https://`.
+ *
+ * - Ownership: `peers` stays the caller's (copied).
+ * - NULL: `server` NULL, or `peers` NULL with `peer_count` > 0, gives
+ *   `DMD_ERR_NULL_ARGUMENT`.
+ * - Threads: any thread except the library's own.
+ *
+ * # Safety
+ *
+ * `server` is NULL or live; `peers` NULL or `peer_count` valid peers.
+ */
+enum dmd_result dmd_server_set_peers(struct dmd_server *server,
+                                     const struct dmd_peer *peers,
+                                     size_t peer_count);
+
+/**
+ * Writes the TCP port the server listens on to `*port` (useful with port 0).
+ *
+ * - NULL: `server` or `port` NULL gives `DMD_ERR_NULL_ARGUMENT`.
+ * - Threads: any thread.
+ *
+ * # Safety
+ *
+ * `server` is NULL or live; `port` NULL or writable.
+ */
+enum dmd_result dmd_server_local_port(const struct dmd_server *server, uint16_t *port);
+
+/**
+ * Starts a delegation of device `device_id` with `peer`: sends DELEGATION_NOTIF and
+ * writes the new session id into `session_id_buf` (needed-length convention; at most
+ * `DMD_SESSION_ID_MAX` + 1 bytes are needed, so a buffer that large always fits). This
+ * server is DMS-1 for methods 1 and 3, DMS-2 for 2 and 4. The rest runs in the
+ * background; follow it with `dmd_server_wait` or the `on_event` callback.
+ *
+ * `subtrees`: `subtree_count` entries, each a URI and rights such as `Add+Get+Replace`.
+ *
+ * Returns `DMD_OK`; `DMD_ERR_BUFFER_TOO_SMALL` (checked first: nothing was started);
+ * `DMD_ERR_INVALID_ARGUMENT` for a method outside 1-4, an unknown type, bad rights or
+ * subtree; the engine's error (`DMD_ERR_TRANSPORT`, ...) when the NOTIF cannot be sent.
+ *
+ * - Ownership: every argument stays the caller's.
+ * - NULL: `server`, `peer`, the device strings, `needed`, or `subtrees` with
+ *   `subtree_count` > 0 NULL gives `DMD_ERR_NULL_ARGUMENT`.
+ * - Threads: any thread except the library's own; blocks until the NOTIF is sent.
+ *
+ * # Safety
+ *
+ * Every pointer is NULL or valid as described.
+ */
+enum dmd_result dmd_server_start_delegation(struct dmd_server *server,
+                                            const char *peer,
+                                            uint8_t method,
+                                            dmd_delegation_type type,
+                                            const char *device_id,
+                                            const char *manufacturer,
+                                            const char *model,
+                                            const struct dmd_subtree *subtrees,
+                                            size_t subtree_count,
+                                            char *session_id_buf,
+                                            size_t len,
+                                            size_t *needed);
+
+/**
+ * Waits up to `timeout_ms` milliseconds for session `session_id` to reach a terminal
+ * state at this server, and writes its state then (terminal or not) to `*out`.
+ * `timeout_ms` 0 only reads the current state. A session this server does not know yet
+ * (its peer's message may be on the way) is waited for too.
+ *
+ * Returns `DMD_OK` (check `out->terminal`), or `DMD_ERR_UNKNOWN_SESSION` when the server
+ * still does not know the session at the end.
+ *
+ * - NULL: `server`, `session_id` or `out` NULL gives `DMD_ERR_NULL_ARGUMENT`.
+ * - Threads: any thread except the library's own; blocks. Several threads may wait at
+ *   once.
+ *
+ * # Safety
+ *
+ * `server` is NULL or live; `session_id` NULL or a string; `out` NULL or writable.
+ */
+enum dmd_result dmd_server_wait(struct dmd_server *server,
+                                const char *session_id,
+                                uint64_t timeout_ms,
+                                struct dmd_session_state *out);
+
+/**
+ * Cancels a running delegation: rolls back what this server changed and tells the peer
+ * (DELEGATION_FAILURE, reason 150).
+ *
+ * Returns `DMD_OK`, `DMD_ERR_UNKNOWN_SESSION`, or `DMD_ERR_INVALID_STATE` when the
+ * session has already ended.
+ *
+ * - NULL: `server` or `session_id` NULL gives `DMD_ERR_NULL_ARGUMENT`.
+ * - Threads: any thread except the library's own; blocks until the rollback is done.
+ *
+ * # Safety
+ *
+ * `server` is NULL or live; `session_id` NULL or a string.
+ */
+enum dmd_result dmd_server_cancel(struct dmd_server *server, const char *session_id);
+
+/**
+ * Writes how many sessions (running or ended) the server keeps to `*count`.
+ *
+ * - NULL: `server` or `count` NULL gives `DMD_ERR_NULL_ARGUMENT`.
+ * - Threads: any thread except the library's own.
+ *
+ * # Safety
+ *
+ * `server` is NULL or live; `count` NULL or writable.
+ */
+enum dmd_result dmd_server_session_count(struct dmd_server *server, size_t *count);
+
+/**
+ * Writes the id of the session at `index` (oldest first, as in
+ * `dmd_server_session_count`) into `buf`, following the needed-length convention.
+ * Sessions may start meanwhile: the list is read anew on each call.
+ *
+ * Returns `DMD_OK`, `DMD_ERR_INVALID_ARGUMENT` when `index` is past the end, or
+ * `DMD_ERR_BUFFER_TOO_SMALL`.
+ *
+ * - NULL: `server` or `needed` NULL gives `DMD_ERR_NULL_ARGUMENT`.
+ * - Threads: any thread except the library's own.
+ *
+ * # Safety
+ *
+ * `server` is NULL or live; `buf` NULL or `len` writable bytes; `needed` NULL or writable.
+ */
+enum dmd_result dmd_server_session_id(struct dmd_server *server,
+                                      size_t index,
+                                      char *buf,
+                                      size_t len,
+                                      size_t *needed);
+
+/**
+ * DMS-2, Methods 3/4: the device `device_id` has opened its first DM session with this
+ * server after its bootstrap. Sends DELEGATION_CONFIRM for every session waiting for
+ * that device and writes how many to `*confirmed` (when not NULL).
+ *
+ * - NULL: `server` or `device_id` NULL gives `DMD_ERR_NULL_ARGUMENT`; `confirmed` may be
+ *   NULL.
+ * - Threads: any thread except the library's own.
+ *
+ * # Safety
+ *
+ * `server` is NULL or live; `device_id` NULL or a string; `confirmed` NULL or writable.
+ */
+enum dmd_result dmd_server_client_connected(struct dmd_server *server,
+                                            const char *device_id,
+                                            size_t *confirmed);
+
+/**
+ * Stops the endpoint, the transport and the deadline watcher, and frees the server.
+ * Blocks until the runtime's threads have stopped (at most about ten seconds; a callback
+ * still running after that is abandoned, so callbacks should return promptly). After it
+ * returns no callback runs.
+ *
+ * - Ownership: takes `server`; it must not be used afterwards.
+ * - NULL: `server` NULL does nothing.
+ * - Threads: any thread except the library's own, once no other thread uses the server.
+ *
+ * # Safety
+ *
+ * `server` is NULL or a server from `dmd_server_new` not yet freed.
+ */
+void dmd_server_free(struct dmd_server *server);
+
+/**
+ * Generates a CA named `name` and stores the new PKI in `*out`.
+ *
+ * Returns `DMD_OK`, or `DMD_ERR_TRANSPORT` when key generation fails.
+ *
+ * - Ownership: `*out` is the caller's, freed with `dmd_test_pki_free`.
+ * - NULL: `name` or `out` NULL gives `DMD_ERR_NULL_ARGUMENT`.
+ * - Threads: any thread.
+ *
+ * # Safety
+ *
+ * `name` is NULL or a string; `out` NULL or writable.
+ */
+enum dmd_result dmd_test_pki_new(const char *name, struct dmd_test_pki **out);
+
+/**
+ * The CA certificate (PEM): what servers trust (`dmd_server_config.trust_pem`).
+ *
+ * - Ownership: belongs to `pki`, valid until `dmd_test_pki_free`; never free it.
+ * - NULL: `pki` NULL gives NULL.
+ * - Threads: any thread.
+ *
+ * # Safety
+ *
+ * `pki` is NULL or live.
+ */
+const char *dmd_test_pki_ca_pem(const struct dmd_test_pki *pki);
+
+/**
+ * Issues an identity for `server_id` (its certificate carries it as a DNS name, the name
+ * peers check) and stores it in `*out`.
+ *
+ * Returns `DMD_OK`, `DMD_ERR_INVALID_ARGUMENT` / `DMD_ERR_TRANSPORT` when the name is
+ * not usable or generation fails.
+ *
+ * - Ownership: `*out` is the caller's, freed with `dmd_identity_free`.
+ * - NULL: `pki`, `server_id` or `out` NULL gives `DMD_ERR_NULL_ARGUMENT`.
+ * - Threads: any thread.
+ *
+ * # Safety
+ *
+ * `pki` is NULL or live; `server_id` NULL or a string; `out` NULL or writable.
+ */
+enum dmd_result dmd_test_pki_issue(const struct dmd_test_pki *pki,
+                                   const char *server_id,
+                                   struct dmd_identity **out);
+
+/**
+ * Frees a PKI. NULL does nothing. Any thread, once no other thread uses it.
+ *
+ * # Safety
+ *
+ * `pki` is NULL or from `dmd_test_pki_new`, not yet freed.
+ */
+void dmd_test_pki_free(struct dmd_test_pki *pki);
+
+/**
+ * The identity's certificate (PEM). Belongs to `identity` (valid until
+ * `dmd_identity_free`); NULL for NULL. Any thread.
+ *
+ * # Safety
+ *
+ * `identity` is NULL or live.
+ */
+const char *dmd_identity_cert_pem(const struct dmd_identity *identity);
+
+/**
+ * The identity's private key (PEM). Belongs to `identity` (valid until
+ * `dmd_identity_free`); NULL for NULL. Any thread.
+ *
+ * # Safety
+ *
+ * `identity` is NULL or live.
+ */
+const char *dmd_identity_key_pem(const struct dmd_identity *identity);
+
+/**
+ * Frees an identity. NULL does nothing. Any thread, once no other thread uses it.
+ *
+ * # Safety
+ *
+ * `identity` is NULL or from `dmd_test_pki_issue`, not yet freed.
+ */
+void dmd_identity_free(struct dmd_identity *identity);
+
+/**
+ * Creates a device with the sample tree (`./Vendor/Apps/...`, `./Network`, `./DMAcc`)
+ * owned by `owner_server_id`, whose account (server URL `owner_url`, the two secrets) is
+ * installed; stores it in `*out`.
+ *
+ * Returns `DMD_OK` or `DMD_ERR_INVALID_ARGUMENT` for a string that is not UTF-8.
+ *
+ * - Ownership: every string is copied; `*out` is the caller's (`dmd_sim_device_free`).
+ * - NULL: any argument NULL gives `DMD_ERR_NULL_ARGUMENT`.
+ * - Threads: any thread.
+ *
+ * # Safety
+ *
+ * The strings are NULL or NUL-terminated; `out` NULL or writable.
+ */
+enum dmd_result dmd_sim_device_new(const char *device_id,
+                                   const char *manufacturer,
+                                   const char *model,
+                                   const char *owner_server_id,
+                                   const char *owner_url,
+                                   const char *client_secret,
+                                   const char *server_secret,
+                                   struct dmd_sim_device **out);
+
+/**
+ * Executes `command` on the device as `server_id`, enforcing ACLs: what a C host's
+ * `execute` callback forwards to. Fills `reply` as the callback must (TNDS for
+ * `DMD_COMMAND_GET_TREE`, ACL text for `DMD_COMMAND_GET_ACL`; the detail on failure).
+ *
+ * Returns the SyncML status: 200, or the device's refusal (404 not found, 425
+ * permission denied, ...); 400 when an argument is NULL or not UTF-8, 500 on an internal
+ * failure (the last-error message is not changed).
+ *
+ * - Ownership: nothing is retained.
+ * - NULL: `reply` may be NULL (then nothing is replied); other NULLs give 400.
+ * - Threads: any thread.
+ *
+ * # Safety
+ *
+ * `device` is NULL or live; `server_id` NULL or a string; `command` and `reply` NULL or
+ * the ones a callback received, during that callback.
+ */
+uint16_t dmd_sim_device_execute(const struct dmd_sim_device *device,
+                                const char *server_id,
+                                const struct dmd_command *command,
+                                struct dmd_reply *reply);
+
+/**
+ * Opens a DM session from `server_id` (which must have an account on the device):
+ * what DMS-2's `open_dm_session` callback forwards to. Returns 200, the refusal's
+ * status (401: no account), or 400 for a NULL or non-UTF-8 argument.
+ *
+ * Threads: any thread.
+ *
+ * # Safety
+ *
+ * `device` is NULL or live; `server_id` NULL or a string.
+ */
+uint16_t dmd_sim_device_open_session(const struct dmd_sim_device *device, const char *server_id);
+
+/**
+ * Writes a text dump of the whole DM Tree (every node with its ACL and value, secrets
+ * included) into `buf`, following the needed-length convention: compare two dumps to
+ * see whether anything changed.
+ *
+ * - NULL: `device` or `needed` NULL gives `DMD_ERR_NULL_ARGUMENT`.
+ * - Threads: any thread.
+ *
+ * # Safety
+ *
+ * `device` is NULL or live; `buf` NULL or `len` writable bytes; `needed` NULL or writable.
+ */
+enum dmd_result dmd_sim_device_dump(const struct dmd_sim_device *device,
+                                    char *buf,
+                                    size_t len,
+                                    size_t *needed);
+
+/**
+ * Frees a device. NULL does nothing. Any thread, once no other thread (and no server
+ * whose callbacks use it) uses it.
+ *
+ * # Safety
+ *
+ * `device` is NULL or from `dmd_sim_device_new`, not yet freed.
+ */
+void dmd_sim_device_free(struct dmd_sim_device *device);
+
+/**
+ * Writes the TNDS document of a simple DM account (one DMAcc node: ServerID
+ * `server_id`, server address `url`, client and server credentials) into `buf`,
+ * following the needed-length convention: what a `dm_account` callback replies.
+ *
+ * Returns `DMD_OK`, `DMD_ERR_INVALID_ARGUMENT` when the account is not valid (for
+ * example a bad ServerID), or `DMD_ERR_BUFFER_TOO_SMALL`.
+ *
+ * - NULL: a NULL string or `needed` gives `DMD_ERR_NULL_ARGUMENT`.
+ * - Threads: any thread.
+ *
+ * # Safety
+ *
+ * The strings are NULL or NUL-terminated; `buf` NULL or `len` writable bytes; `needed`
+ * NULL or writable.
+ */
+enum dmd_result dmd_dmacc_simple_tnds(const char *server_id,
+                                      const char *url,
+                                      const char *client_secret,
+                                      const char *server_secret,
+                                      char *buf,
+                                      size_t len,
+                                      size_t *needed);
 
 #ifdef __cplusplus
 }  // extern "C"

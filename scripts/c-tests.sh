@@ -6,7 +6,9 @@
 #   3. compile the header as C11 and as C++17 with -Wall -Wextra -Werror -pedantic;
 #   4. build bindings/c/tests/test_api.c against the static library with ASan + UBSan and
 #      run it;
-#   5. build it again without sanitizers and run it under valgrind (memcheck, full leak
+#   4b. the same for bindings/c/tests/test_server.c (dmd_server, C host callbacks), and
+#      build examples/c with cmake and run it (exit 0 required);
+#   5. build both again without sanitizers and run it under valgrind (memcheck, full leak
 #      check; any error or definite/possible leak fails; the few third-party false
 #      positives are suppressed by bindings/c/tests/valgrind.supp, each one justified).
 # Last line: "c-tests: N passed, M failed" (N counts the header checks and every test case
@@ -27,7 +29,8 @@ LIB=$ROOT/target/debug/libdmdelegate.a
 LIBS=(-lpthread -ldl -lm)
 WARN=(-Wall -Wextra -Werror -pedantic)
 TEST_ARGS=("$ROOT/vectors")
-if [ "${C_TESTS_QUICK:-0}" = 1 ]; then TEST_ARGS+=(--quick); fi
+SERVER_ARGS=()
+if [ "${C_TESTS_QUICK:-0}" = 1 ]; then TEST_ARGS+=(--quick); SERVER_ARGS+=(--quick); fi
 
 passed=0
 failed=0
@@ -42,16 +45,16 @@ finish() {
 
 # Adds a test_api run's "test_api: N passed, M failed" line to the totals; a run that
 # crashed or printed no summary counts as one failure.
-count_run() { # log status what
-  local log=$1 status=$2 what=$3 line
-  line=$(grep -E '^test_api: [0-9]+ passed, [0-9]+ failed$' "$log" | tail -n 1 || true)
+count_run() { # log status what [program]
+  local log=$1 status=$2 what=$3 prog=${4:-test_api} line
+  line=$(grep -E "^$prog: [0-9]+ passed, [0-9]+ failed\$" "$log" | tail -n 1 || true)
   if [ -z "$line" ]; then
     fail "$what: no summary (exit status $status)"
     return
   fi
   local p f
-  p=$(sed -E 's/^test_api: ([0-9]+) passed, ([0-9]+) failed$/\1/' <<<"$line")
-  f=$(sed -E 's/^test_api: ([0-9]+) passed, ([0-9]+) failed$/\2/' <<<"$line")
+  p=$(sed -E 's/^[a-z_]+: ([0-9]+) passed, ([0-9]+) failed$/\1/' <<<"$line")
+  f=$(sed -E 's/^[a-z_]+: ([0-9]+) passed, ([0-9]+) failed$/\2/' <<<"$line")
   passed=$((passed + p))
   failed=$((failed + f))
   if [ "$status" -ne 0 ] && [ "$f" -eq 0 ]; then
@@ -125,6 +128,38 @@ set -e
 cat "$OUT/asan.log"
 count_run "$OUT/asan.log" "$status" "ASan/UBSan run"
 
+step "test_server (dmd_server with C host callbacks) with ASan and UBSan"
+"$CC" -std=c11 "${WARN[@]}" -g -O1 "${SAN[@]}" -Iinclude bindings/c/tests/test_server.c \
+  "$LIB" "${LIBS[@]}" -o "$OUT/test_server_asan"
+set +e
+ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:strict_string_checks=1:detect_stack_use_after_return=1 \
+  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+  "$OUT/test_server_asan" "${SERVER_ARGS[@]}" >"$OUT/asan-server.log" 2>&1
+status=$?
+set -e
+cat "$OUT/asan-server.log"
+count_run "$OUT/asan-server.log" "$status" "test_server ASan/UBSan run" test_server
+
+step "examples/c (cmake) builds and runs"
+if command -v cmake >/dev/null; then
+  rm -rf "$OUT/example-build"
+  if cmake -S examples/c -B "$OUT/example-build" >"$OUT/example-cmake.log" 2>&1 &&
+    cmake --build "$OUT/example-build" >>"$OUT/example-cmake.log" 2>&1; then
+    if "$OUT/example-build/delegate" >"$OUT/example-run.log" 2>&1; then
+      tail -n 3 "$OUT/example-run.log"
+      pass "examples/c/delegate exits 0"
+    else
+      cat "$OUT/example-run.log"
+      fail "examples/c/delegate failed"
+    fi
+  else
+    cat "$OUT/example-cmake.log"
+    fail "examples/c does not build with cmake"
+  fi
+else
+  fail "cmake is not installed"
+fi
+
 if [ "${C_TESTS_NO_VALGRIND:-0}" = 1 ]; then
   echo "valgrind run skipped (C_TESTS_NO_VALGRIND=1)"
   finish
@@ -148,5 +183,20 @@ cat "$OUT/valgrind-run.log"
 echo "--- valgrind summary ($OUT/valgrind.log)"
 sed -n '/HEAP SUMMARY/,$p' "$OUT/valgrind.log" | sed -E 's/^(==|--)[0-9]+(==|--) ?//'
 count_run "$OUT/valgrind-run.log" "$status" "valgrind run"
+
+step "test_server under valgrind --leak-check=full"
+"$CC" -std=c11 "${WARN[@]}" -g -O0 -Iinclude bindings/c/tests/test_server.c \
+  "$LIB" "${LIBS[@]}" -o "$OUT/test_server"
+set +e
+valgrind --leak-check=full --error-exitcode=1 --errors-for-leak-kinds=definite,possible \
+  --track-origins=yes --num-callers=64 -s \
+  --suppressions="$ROOT/bindings/c/tests/valgrind.supp" --log-file="$OUT/valgrind-server.log" \
+  "$OUT/test_server" "${SERVER_ARGS[@]}" >"$OUT/valgrind-server-run.log" 2>&1
+status=$?
+set -e
+cat "$OUT/valgrind-server-run.log"
+echo "--- valgrind summary ($OUT/valgrind-server.log)"
+sed -n '/HEAP SUMMARY/,$p' "$OUT/valgrind-server.log" | sed -E 's/^(==|--)[0-9]+(==|--) ?//'
+count_run "$OUT/valgrind-server-run.log" "$status" "test_server valgrind run" test_server
 
 finish

@@ -147,6 +147,36 @@ pub unsafe fn arg_ref<'a, T>(p: *const T, name: &str) -> Result<&'a T, Failure> 
     unsafe { p.as_ref() }.ok_or_else(|| Failure::null(name))
 }
 
+/// A NUL-terminated UTF-8 string argument: `DMD_ERR_NULL_ARGUMENT` when NULL,
+/// `DMD_ERR_INVALID_ARGUMENT` when not UTF-8.
+///
+/// # Safety
+///
+/// `p` is NULL or a NUL-terminated string that outlives `'a`.
+pub unsafe fn arg_str<'a>(p: *const c_char, name: &str) -> Result<&'a str, Failure> {
+    if p.is_null() {
+        return Err(Failure::null(name));
+    }
+    // SAFETY: non-NULL and NUL-terminated by the caller's guarantee.
+    unsafe { std::ffi::CStr::from_ptr(p) }
+        .to_str()
+        .map_err(|e| Failure::invalid(name, e))
+}
+
+/// A string argument that may be NULL (`None`).
+///
+/// # Safety
+///
+/// As [`arg_str`].
+pub unsafe fn opt_str<'a>(p: *const c_char, name: &str) -> Result<Option<&'a str>, Failure> {
+    if p.is_null() {
+        Ok(None)
+    } else {
+        // SAFETY: forwarded.
+        unsafe { arg_str(p, name) }.map(Some)
+    }
+}
+
 /// `DMD_ERR_NULL_ARGUMENT` naming `name` if the output pointer `p` is NULL.
 pub fn check_out<T>(p: *mut T, name: &str) -> Result<(), Failure> {
     if p.is_null() {

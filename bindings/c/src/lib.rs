@@ -40,6 +40,18 @@ pub mod codec;
 
 pub mod local;
 
+pub mod host;
+
+pub mod server;
+
+pub mod testing;
+
 pub use codec::{dmd_bytes, dmd_message, dmd_message_type};
+pub use host::{
+    dmd_command, dmd_command_kind, dmd_event, dmd_event_kind, dmd_host_callbacks, dmd_offer,
+    dmd_reply, dmd_role, dmd_subtree,
+};
 pub use local::{dmd_delegation_type, dmd_local_pair, dmd_outcome, dmd_state};
 pub use result::{dmd_last_error_message, dmd_result};
+pub use server::{dmd_peer, dmd_server, dmd_server_config, dmd_session_state};
+pub use testing::{dmd_identity, dmd_sim_device, dmd_test_pki};

@@ -36,7 +36,7 @@ pub enum dmd_delegation_type {
 /// parameter type `dmd_delegation_type` (cbindgen renames it).
 pub type dmd_delegation_type_arg = u32;
 
-fn delegation_type(raw: dmd_delegation_type_arg) -> Result<DelegationType, Failure> {
+pub(crate) fn delegation_type(raw: dmd_delegation_type_arg) -> Result<DelegationType, Failure> {
     match raw {
         x if x == dmd_delegation_type::DMD_DELEGATION_TYPE_FULL as u32 => Ok(DelegationType::Full),
         x if x == dmd_delegation_type::DMD_DELEGATION_TYPE_PARTIAL as u32 => {
