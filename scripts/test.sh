@@ -38,6 +38,9 @@ if [ -n "$need" ]; then
 fi
 bash scripts/c-tests.sh
 
+step "Python: pip install ./python, pytest, stubtest, mypy --strict"
+bash scripts/python-tests.sh
+
 step "golden vectors against the XSD"
 bash scripts/validate-vectors.sh
 

@@ -1,0 +1,439 @@
+//! `dmdelegate._native`: the Python face of the dmdelegate core. The Python package
+//! `dmdelegate` re-exports it; this bridging layer is not API.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use dmdelegate::{DelegationType, Error, Message, Method, State};
+use dmdelegate_net::{LocalOptions, LocalPair as NetLocalPair};
+use pyo3::create_exception;
+use pyo3::exceptions::{PyException, PyKeyboardInterrupt, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+
+create_exception!(
+    _native,
+    DelegationError,
+    PyException,
+    "Base of every dmdelegate error."
+);
+create_exception!(
+    _native,
+    DecodeError,
+    DelegationError,
+    "A document could not be decoded; `field` names the offending field."
+);
+create_exception!(
+    _native,
+    InvalidArgumentError,
+    DelegationError,
+    "An argument is not valid."
+);
+create_exception!(
+    _native,
+    InvalidStateError,
+    DelegationError,
+    "The message or call does not fit the session's state."
+);
+create_exception!(
+    _native,
+    UnknownSessionError,
+    DelegationError,
+    "No such delegation session."
+);
+create_exception!(
+    _native,
+    AuthenticationError,
+    DelegationError,
+    "The sender is not who the transport authenticated."
+);
+create_exception!(
+    _native,
+    DeviceError,
+    DelegationError,
+    "The device refused or failed an operation."
+);
+create_exception!(
+    _native,
+    HostError,
+    DelegationError,
+    "A host callback failed."
+);
+create_exception!(
+    _native,
+    TransportError,
+    DelegationError,
+    "A message could not be delivered to the peer."
+);
+create_exception!(
+    _native,
+    StoreError,
+    DelegationError,
+    "The session store failed."
+);
+create_exception!(
+    _native,
+    FailedError,
+    DelegationError,
+    "The delegation failed and was rolled back."
+);
+
+/// Maps the core's one error enum to the exception hierarchy, with `reason_code` (and
+/// `field` for decode errors) set on the exception.
+fn to_py_err(py: Python<'_>, e: Error) -> PyErr {
+    let reason = e.reason().code();
+    let message = e.to_string();
+    let field = match &e {
+        Error::Decode(
+            dmdelegate::DecodeError::InvalidField { field, .. }
+            | dmdelegate::DecodeError::MissingField { field },
+        )
+        | Error::InvalidArgument { field, .. } => Some(field.clone()),
+        _ => None,
+    };
+    let err = match e {
+        Error::Decode(_) => DecodeError::new_err(message),
+        Error::InvalidArgument { .. } => InvalidArgumentError::new_err(message),
+        Error::UnknownSession(_) => UnknownSessionError::new_err(message),
+        Error::InvalidState(_) => InvalidStateError::new_err(message),
+        Error::Authentication(_) | Error::WrongRecipient { .. } => {
+            AuthenticationError::new_err(message)
+        }
+        Error::Device { .. } => DeviceError::new_err(message),
+        Error::Host { .. } => HostError::new_err(message),
+        Error::Transport { .. } => TransportError::new_err(message),
+        Error::Store(_) => StoreError::new_err(message),
+        Error::Failed { .. } => FailedError::new_err(message),
+    };
+    let value = err.value(py);
+    let _ = value.setattr("reason_code", reason);
+    let _ = value.setattr("field", field);
+    err
+}
+
+/// A decoded protocol message.
+#[pyclass(frozen, module = "dmdelegate._native")]
+struct DelegationMessage {
+    inner: Message,
+}
+
+#[pymethods]
+impl DelegationMessage {
+    /// Decodes and validates a message document.
+    #[staticmethod]
+    fn decode(py: Python<'_>, data: &[u8]) -> PyResult<Self> {
+        Message::from_xml(data)
+            .map(|inner| Self { inner })
+            .map_err(|e| to_py_err(py, Error::Decode(e)))
+    }
+
+    /// The document, encoded.
+    fn encode<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        PyBytes::new(py, self.inner.to_xml().as_bytes())
+    }
+
+    /// The specification's name of the message type, e.g. `DELEGATION_NOTIF`.
+    #[getter]
+    fn kind(&self) -> &'static str {
+        self.inner.body.kind().spec_name()
+    }
+
+    /// Delegation session id.
+    #[getter]
+    fn session_id(&self) -> &str {
+        &self.inner.header.session_id
+    }
+
+    /// Sequence number.
+    #[getter]
+    fn seq(&self) -> u32 {
+        self.inner.header.seq
+    }
+
+    /// Sender's ServerID.
+    #[getter]
+    fn sender(&self) -> &str {
+        &self.inner.header.sender
+    }
+
+    /// Recipient's ServerID.
+    #[getter]
+    fn recipient(&self) -> &str {
+        &self.inner.header.recipient
+    }
+
+    /// Method, 1–4.
+    #[getter]
+    fn method(&self) -> u8 {
+        self.inner.header.method.number()
+    }
+
+    /// Milliseconds since the UNIX epoch.
+    #[getter]
+    fn timestamp_ms(&self) -> i64 {
+        self.inner.header.timestamp.unix_millis()
+    }
+
+    /// The reason code of a DELEGATION_FAILURE or nack, else None.
+    #[getter]
+    fn reason_code(&self) -> Option<u16> {
+        match &self.inner.body {
+            dmdelegate::Body::Failure(r) | dmdelegate::Body::Nack(r) => Some(r.code),
+            _ => None,
+        }
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "DelegationMessage(kind={:?}, session_id={:?}, seq={}, sender={:?}, recipient={:?}, method={})",
+            self.kind(),
+            self.session_id(),
+            self.seq(),
+            self.sender(),
+            self.recipient(),
+            self.method()
+        )
+    }
+}
+
+/// How a delegation ended, seen from both servers.
+#[pyclass(frozen, get_all, module = "dmdelegate._native")]
+struct Outcome {
+    /// DMS-1's final state, e.g. `Completed`, `RolledBack`.
+    dms1_state: String,
+    /// DMS-2's final state.
+    dms2_state: String,
+    /// The failure reason code, or None.
+    reason_code: Option<u16>,
+    /// The failure reason text, or None.
+    reason: Option<String>,
+    /// Messages exchanged over HTTPS, as `SENDER -> RECIPIENT KIND #seq`.
+    messages: Vec<String>,
+    /// Milliseconds from start to end.
+    duration_ms: f64,
+}
+
+#[pymethods]
+impl Outcome {
+    /// True when both servers completed.
+    #[getter]
+    fn completed(&self) -> bool {
+        self.dms1_state == "Completed" && self.dms2_state == "Completed"
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "Outcome(dms1_state={:?}, dms2_state={:?}, reason_code={:?})",
+            self.dms1_state, self.dms2_state, self.reason_code
+        )
+    }
+}
+
+fn parse_run_args(method: u8, delegation_type: &str) -> PyResult<(Method, DelegationType)> {
+    let m = Method::from_number(method)
+        .ok_or_else(|| PyValueError::new_err(format!("method must be 1 to 4, not {method}")))?;
+    let t = match delegation_type.to_ascii_lowercase().as_str() {
+        "full" => DelegationType::Full,
+        "partial" => DelegationType::Partial,
+        other => {
+            return Err(PyValueError::new_err(format!(
+                "delegation_type must be 'full' or 'partial', not {other:?}"
+            )))
+        }
+    };
+    Ok((m, t))
+}
+
+async fn run_pair(
+    pair: Arc<NetLocalPair>,
+    method: Method,
+    dtype: DelegationType,
+) -> Result<Outcome, Error> {
+    let started = std::time::Instant::now();
+    let (one, two) = pair.testbed.run(method, dtype).await?;
+    pair.settle(Duration::from_secs(5)).await;
+    let reason = one.reason.clone().or_else(|| two.reason.clone());
+    let mut messages: Vec<(i64, String)> =
+        [(&pair.transports.0, "DMS-1"), (&pair.transports.1, "DMS-2")]
+            .into_iter()
+            .flat_map(|(t, from)| {
+                t.deliveries().into_iter().map(move |d| {
+                    (
+                        d.at.unix_millis(),
+                        format!("{from} -> {} {} #{}", d.recipient, d.kind, d.seq),
+                    )
+                })
+            })
+            .collect();
+    messages.sort();
+    Ok(Outcome {
+        dms1_state: one.state.to_string(),
+        dms2_state: two.state.to_string(),
+        reason_code: reason.as_ref().map(|r| r.code),
+        reason: reason.map(|r| r.text),
+        messages: messages.into_iter().map(|(_, m)| m).collect(),
+        duration_ms: started.elapsed().as_secs_f64() * 1e3,
+    })
+}
+
+/// Runs `fut` on the shared runtime while the calling thread waits without the GIL,
+/// waking every 100 ms to let Ctrl-C through (KeyboardInterrupt cancels the work).
+fn block_on<T: Send + 'static>(
+    py: Python<'_>,
+    fut: impl std::future::Future<Output = T> + Send + 'static,
+) -> PyResult<T> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let task = pyo3_async_runtimes::tokio::get_runtime().spawn(async move {
+        let _ = tx.send(fut.await);
+    });
+    let mut rx = rx;
+    loop {
+        // The receiver travels into the GIL-free closure and back (it is Send, not Sync).
+        let (received, back) = py.detach(move || {
+            let r = rx.recv_timeout(Duration::from_millis(100));
+            (r, rx)
+        });
+        rx = back;
+        match received {
+            Ok(v) => return Ok(v),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                if let Err(e) = py.check_signals() {
+                    task.abort();
+                    return Err(e);
+                }
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                return Err(PyKeyboardInterrupt::new_err("the operation was cancelled"))
+            }
+        }
+    }
+}
+
+/// Two DM Servers on loopback over HTTPS with mutual TLS (fresh test PKI), a simulated
+/// device on the network and DMS-2's Bootstrap Server. One delegation per pair.
+#[pyclass(module = "dmdelegate._native")]
+struct LocalPair {
+    inner: Arc<NetLocalPair>,
+}
+
+#[pymethods]
+impl LocalPair {
+    /// Starts everything (blocking; the GIL is released meanwhile).
+    #[new]
+    fn new(py: Python<'_>) -> PyResult<Self> {
+        let started = block_on(py, async {
+            NetLocalPair::start(LocalOptions::default()).await
+        })?;
+        let pair = started.map_err(|e| TransportError::new_err(e.to_string()))?;
+        Ok(Self {
+            inner: Arc::new(pair),
+        })
+    }
+
+    /// Runs one delegation to its end (blocking, GIL released, Ctrl-C interrupts).
+    fn run(&self, py: Python<'_>, method: u8, delegation_type: &str) -> PyResult<Outcome> {
+        let (m, t) = parse_run_args(method, delegation_type)?;
+        let pair = self.inner.clone();
+        block_on(py, run_pair(pair, m, t))?.map_err(|e| to_py_err(py, e))
+    }
+
+    /// Runs one delegation to its end; returns an awaitable for asyncio.
+    fn run_async<'py>(
+        &self,
+        py: Python<'py>,
+        method: u8,
+        delegation_type: &str,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let (m, t) = parse_run_args(method, delegation_type)?;
+        let pair = self.inner.clone();
+        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+            match run_pair(pair, m, t).await {
+                Ok(o) => Ok(o),
+                Err(e) => Err(Python::attach(|py| to_py_err(py, e))),
+            }
+        })
+    }
+
+    /// The device's whole DM Tree as TNDS (ACLs, values and secrets included).
+    fn device_tree(&self) -> String {
+        self.inner.testbed.device.dump()
+    }
+
+    /// The ServerIDs that opened DM sessions with the device, in order.
+    fn device_sessions(&self) -> Vec<String> {
+        self.inner.testbed.device.sessions()
+    }
+
+    /// Whether `server_id` may run `command` (`Get`, `Replace`, …) on the node at `uri`.
+    fn device_permits(&self, server_id: &str, command: &str, uri: &str) -> PyResult<bool> {
+        let cmd = command
+            .parse::<dmdelegate::AclCommand>()
+            .map_err(|e| PyValueError::new_err(e.to_string()))?;
+        Ok(self.inner.testbed.device.permits(server_id, cmd, uri))
+    }
+}
+
+/// Checks a message document; raises DecodeError naming the offending field.
+#[pyfunction]
+fn validate(py: Python<'_>, data: &[u8]) -> PyResult<()> {
+    Message::from_xml(data)
+        .map(|_| ())
+        .map_err(|e| to_py_err(py, Error::Decode(e)))
+}
+
+/// The published description of a reason code, or None for an unknown code.
+#[pyfunction]
+fn reason_description(code: u16) -> Option<&'static str> {
+    dmdelegate::ReasonCode::from_code(code).map(|r| r.description())
+}
+
+/// The library's version.
+#[pyfunction]
+fn version() -> &'static str {
+    dmdelegate::VERSION
+}
+
+/// The final states a delegation can end in.
+#[pyfunction]
+fn terminal_states() -> Vec<String> {
+    [
+        State::Completed,
+        State::Rejected,
+        State::RolledBack,
+        State::RollbackFailed,
+        State::Expired,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+mod logging;
+
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let py = m.py();
+    m.add("DelegationError", py.get_type::<DelegationError>())?;
+    m.add("DecodeError", py.get_type::<DecodeError>())?;
+    m.add(
+        "InvalidArgumentError",
+        py.get_type::<InvalidArgumentError>(),
+    )?;
+    m.add("InvalidStateError", py.get_type::<InvalidStateError>())?;
+    m.add("UnknownSessionError", py.get_type::<UnknownSessionError>())?;
+    m.add("AuthenticationError", py.get_type::<AuthenticationError>())?;
+    m.add("DeviceError", py.get_type::<DeviceError>())?;
+    m.add("HostError", py.get_type::<HostError>())?;
+    m.add("TransportError", py.get_type::<TransportError>())?;
+    m.add("StoreError", py.get_type::<StoreError>())?;
+    m.add("FailedError", py.get_type::<FailedError>())?;
+    m.add_class::<DelegationMessage>()?;
+    m.add_class::<Outcome>()?;
+    m.add_class::<LocalPair>()?;
+    m.add_function(wrap_pyfunction!(validate, m)?)?;
+    m.add_function(wrap_pyfunction!(reason_description, m)?)?;
+    m.add_function(wrap_pyfunction!(version, m)?)?;
+    m.add_function(wrap_pyfunction!(terminal_states, m)?)?;
+    logging::install();
+    Ok(())
+}
