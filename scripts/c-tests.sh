@@ -117,7 +117,7 @@ fi
 
 step "test_api with AddressSanitizer and UndefinedBehaviorSanitizer"
 SAN=(-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer)
-"$CC" -std=c11 "${WARN[@]}" -g -O1 "${SAN[@]}" -Iinclude bindings/c/tests/test_api.c \
+"$CC" -std=c11 "${WARN[@]}" -g -O1 "${SAN[@]}" -Iinclude -Ibindings/c/tests bindings/c/tests/test_api.c \
   "$LIB" "${LIBS[@]}" -o "$OUT/test_api_asan"
 set +e
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:strict_string_checks=1:detect_stack_use_after_return=1 \
@@ -129,7 +129,7 @@ cat "$OUT/asan.log"
 count_run "$OUT/asan.log" "$status" "ASan/UBSan run"
 
 step "test_server (dmd_server with C host callbacks) with ASan and UBSan"
-"$CC" -std=c11 "${WARN[@]}" -g -O1 "${SAN[@]}" -Iinclude bindings/c/tests/test_server.c \
+"$CC" -std=c11 "${WARN[@]}" -g -O1 "${SAN[@]}" -Iinclude -Ibindings/c/tests bindings/c/tests/test_server.c \
   "$LIB" "${LIBS[@]}" -o "$OUT/test_server_asan"
 set +e
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:strict_string_checks=1:detect_stack_use_after_return=1 \
@@ -168,7 +168,7 @@ fi
 
 step "test_api under valgrind --leak-check=full"
 command -v valgrind >/dev/null || { fail "valgrind is not installed"; finish; exit 1; }
-"$CC" -std=c11 "${WARN[@]}" -g -O0 -Iinclude bindings/c/tests/test_api.c \
+"$CC" -std=c11 "${WARN[@]}" -g -O0 -Iinclude -Ibindings/c/tests bindings/c/tests/test_api.c \
   "$LIB" "${LIBS[@]}" -o "$OUT/test_api"
 set +e
 # Suppressions: bindings/c/tests/valgrind.supp, each one justified there. --num-callers is
@@ -185,7 +185,7 @@ sed -n '/HEAP SUMMARY/,$p' "$OUT/valgrind.log" | sed -E 's/^(==|--)[0-9]+(==|--)
 count_run "$OUT/valgrind-run.log" "$status" "valgrind run"
 
 step "test_server under valgrind --leak-check=full"
-"$CC" -std=c11 "${WARN[@]}" -g -O0 -Iinclude bindings/c/tests/test_server.c \
+"$CC" -std=c11 "${WARN[@]}" -g -O0 -Iinclude -Ibindings/c/tests bindings/c/tests/test_server.c \
   "$LIB" "${LIBS[@]}" -o "$OUT/test_server"
 set +e
 valgrind --leak-check=full --error-exitcode=1 --errors-for-leak-kinds=definite,possible \

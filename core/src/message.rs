@@ -91,6 +91,23 @@ impl Method {
         }
     }
 
+    /// The messages of a successful delegation by this method, in the order they are sent.
+    pub fn message_flow(self) -> &'static [MessageKind] {
+        use MessageKind::*;
+        if self.uses_bootstrap() {
+            &[
+                Notif,
+                Res,
+                Start,
+                BootstrapUrlRequest,
+                BootstrapUrl,
+                Confirm,
+            ]
+        } else {
+            &[Notif, Res, Start, Prepared, Confirm]
+        }
+    }
+
     /// True for Methods 3 and 4 (the client bootstraps from DMS-2's Bootstrap Server).
     pub fn uses_bootstrap(self) -> bool {
         matches!(

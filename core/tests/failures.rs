@@ -17,22 +17,6 @@ use dmdelegate::{
 
 const FIXED_ID: &str = "fixed-session-1";
 
-fn flow(method: Method) -> Vec<MessageKind> {
-    use MessageKind::*;
-    if method.uses_bootstrap() {
-        vec![
-            Notif,
-            Res,
-            Start,
-            BootstrapUrlRequest,
-            BootstrapUrl,
-            Confirm,
-        ]
-    } else {
-        vec![Notif, Res, Start, Prepared, Confirm]
-    }
-}
-
 async fn start(tb: &Testbed, method: Method, dtype: DelegationType) -> String {
     let mut req = tb.request(method, dtype);
     req.session_id = Some(FIXED_ID.into());
@@ -81,7 +65,7 @@ enum Action {
 async fn failure_or_timeout_at_every_step_restores_the_device() {
     let mut performed = 0;
     for (method, dtype) in all_runs() {
-        for (step, kind) in flow(method).into_iter().enumerate() {
+        for (step, kind) in method.message_flow().iter().copied().enumerate() {
             for action in [Action::CancelByDms1, Action::CancelByDms2, Action::Timeout] {
                 let label =
                     format!("{method} {dtype}, stalled before {kind} (step {step}), {action:?}");
@@ -269,7 +253,7 @@ async fn a_nack_ends_both_sides_without_touching_the_device() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn duplicated_messages_are_processed_once() {
     for (method, dtype) in all_runs() {
-        for kind in flow(method) {
+        for kind in method.message_flow().iter().copied() {
             let tb = Testbed::new();
             tb.network.inject(kind, LinkFault::Duplicate);
             start(&tb, method, dtype).await;

@@ -6,26 +6,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use dmdelegate::sim::{LinkFault, Testbed, TestbedOptions};
-use dmdelegate::{
-    DelegationServer, DelegationType, MessageKind, Method, ServerConfig, SessionStore, State,
-};
+use dmdelegate::{DelegationServer, DelegationType, Method, ServerConfig, SessionStore, State};
 use dmdelegate_net::sqlite::SqliteStore;
-
-fn flow(method: Method) -> Vec<MessageKind> {
-    use MessageKind::*;
-    if method.uses_bootstrap() {
-        vec![
-            Notif,
-            Res,
-            Start,
-            BootstrapUrlRequest,
-            BootstrapUrl,
-            Confirm,
-        ]
-    } else {
-        vec![Notif, Res, Start, Prepared, Confirm]
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_at_every_step_ends_every_delegation_cleanly() {
@@ -33,7 +15,7 @@ async fn a_restart_at_every_step_ends_every_delegation_cleanly() {
     let mut runs = 0;
     for method in Method::ALL {
         for dtype in [DelegationType::Partial, DelegationType::Full] {
-            for stall in flow(method) {
+            for stall in method.message_flow().iter().copied() {
                 // DMS-2 is restarted too, except in Methods 3/4 where the simulated device
                 // holds a handle to the first DMS-2 for its bootstrap.
                 let restartable: &[&str] = if method.uses_bootstrap() {
