@@ -160,6 +160,41 @@ else
   fail "cmake is not installed"
 fi
 
+step "installed package: pkg-config and find_package(dmdelegate)"
+prefix="$OUT/prefix"
+rm -rf "$prefix"
+if PROFILE=debug bash scripts/install-c.sh "$prefix" >"$OUT/install.log" 2>&1; then
+  cat >"$OUT/pc_check.c" <<'C'
+#include <stdio.h>
+#include <string.h>
+#include <dmdelegate.h>
+int main(void) { const char *v = dmd_version(); printf("dmdelegate %s\n", v); return strlen(v) ? 0 : 1; }
+C
+  # shellcheck disable=SC2046
+  if "$CC" -std=c11 "${WARN[@]}" $(PKG_CONFIG_PATH="$prefix/lib/pkgconfig" pkg-config --cflags dmdelegate) \
+      "$OUT/pc_check.c" -o "$OUT/pc_check" \
+      $(PKG_CONFIG_PATH="$prefix/lib/pkgconfig" pkg-config --libs dmdelegate) &&
+    LD_LIBRARY_PATH="$prefix/lib" "$OUT/pc_check"; then
+    pass "a program built with pkg-config links the installed shared library"
+  else
+    fail "pkg-config build against the installed library"
+  fi
+  rm -rf "$OUT/example-installed"
+  if cmake -S examples/c -B "$OUT/example-installed" -DCMAKE_PREFIX_PATH="$prefix" \
+      >"$OUT/example-installed.log" 2>&1 &&
+    grep -q "found by find_package" "$OUT/example-installed.log" &&
+    cmake --build "$OUT/example-installed" >>"$OUT/example-installed.log" 2>&1 &&
+    "$OUT/example-installed/delegate" >>"$OUT/example-installed.log" 2>&1; then
+    pass "examples/c builds with find_package(dmdelegate) and runs"
+  else
+    cat "$OUT/example-installed.log"
+    fail "examples/c with find_package(dmdelegate)"
+  fi
+else
+  cat "$OUT/install.log"
+  fail "scripts/install-c.sh"
+fi
+
 if [ "${C_TESTS_NO_VALGRIND:-0}" = 1 ]; then
   echo "valgrind run skipped (C_TESTS_NO_VALGRIND=1)"
   finish

@@ -28,7 +28,7 @@ cargo test --workspace
 
 step "C ABI: header, C11/C++17, ASan/UBSan, valgrind"
 need=""
-for tool in gcc g++ valgrind; do
+for tool in gcc g++ valgrind pkg-config cmake; do
   command -v "$tool" >/dev/null 2>&1 || need="$need $tool"
 done
 if [ -n "$need" ]; then
