@@ -201,37 +201,33 @@ if [ "${C_TESTS_NO_VALGRIND:-0}" = 1 ]; then
   exit
 fi
 
-step "test_api under valgrind --leak-check=full"
-command -v valgrind >/dev/null || { fail "valgrind is not installed"; finish; exit 1; }
-"$CC" -std=c11 "${WARN[@]}" -g -O0 -Iinclude -Ibindings/c/tests bindings/c/tests/test_api.c \
-  "$LIB" "${LIBS[@]}" -o "$OUT/test_api"
-set +e
+# Builds PROGRAM (bindings/c/tests/PROGRAM.c) without sanitizers and runs it under memcheck
+# with ARGS; WHAT names the run in the count.
 # Suppressions: bindings/c/tests/valgrind.supp, each one justified there. --num-callers is
 # raised so that they can see the frames that identify them.
-valgrind --leak-check=full --error-exitcode=1 --errors-for-leak-kinds=definite,possible \
-  --track-origins=yes --num-callers=64 -s \
-  --suppressions="$ROOT/bindings/c/tests/valgrind.supp" --log-file="$OUT/valgrind.log" \
-  "$OUT/test_api" "${TEST_ARGS[@]}" >"$OUT/valgrind-run.log" 2>&1
-status=$?
-set -e
-cat "$OUT/valgrind-run.log"
-echo "--- valgrind summary ($OUT/valgrind.log)"
-sed -n '/HEAP SUMMARY/,$p' "$OUT/valgrind.log" | sed -E 's/^(==|--)[0-9]+(==|--) ?//'
-count_run "$OUT/valgrind-run.log" "$status" "valgrind run"
+valgrind_run() { # program what args...
+  local prog=$1 what=$2 status
+  shift 2
+  "$CC" -std=c11 "${WARN[@]}" -g -O0 -Iinclude -Ibindings/c/tests "bindings/c/tests/$prog.c" \
+    "$LIB" "${LIBS[@]}" -o "$OUT/$prog"
+  set +e
+  valgrind --leak-check=full --error-exitcode=1 --errors-for-leak-kinds=definite,possible \
+    --track-origins=yes --num-callers=64 -s \
+    --suppressions="$ROOT/bindings/c/tests/valgrind.supp" --log-file="$OUT/valgrind-$prog.log" \
+    "$OUT/$prog" "$@" >"$OUT/valgrind-$prog-run.log" 2>&1
+  status=$?
+  set -e
+  cat "$OUT/valgrind-$prog-run.log"
+  echo "--- valgrind summary ($OUT/valgrind-$prog.log)"
+  sed -n '/HEAP SUMMARY/,$p' "$OUT/valgrind-$prog.log" | sed -E 's/^(==|--)[0-9]+(==|--) ?//'
+  count_run "$OUT/valgrind-$prog-run.log" "$status" "$what" "$prog"
+}
+
+step "test_api under valgrind --leak-check=full"
+command -v valgrind >/dev/null || { fail "valgrind is not installed"; finish; exit 1; }
+valgrind_run test_api "valgrind run" "${TEST_ARGS[@]}"
 
 step "test_server under valgrind --leak-check=full"
-"$CC" -std=c11 "${WARN[@]}" -g -O0 -Iinclude -Ibindings/c/tests bindings/c/tests/test_server.c \
-  "$LIB" "${LIBS[@]}" -o "$OUT/test_server"
-set +e
-valgrind --leak-check=full --error-exitcode=1 --errors-for-leak-kinds=definite,possible \
-  --track-origins=yes --num-callers=64 -s \
-  --suppressions="$ROOT/bindings/c/tests/valgrind.supp" --log-file="$OUT/valgrind-server.log" \
-  "$OUT/test_server" "${SERVER_ARGS[@]}" >"$OUT/valgrind-server-run.log" 2>&1
-status=$?
-set -e
-cat "$OUT/valgrind-server-run.log"
-echo "--- valgrind summary ($OUT/valgrind-server.log)"
-sed -n '/HEAP SUMMARY/,$p' "$OUT/valgrind-server.log" | sed -E 's/^(==|--)[0-9]+(==|--) ?//'
-count_run "$OUT/valgrind-server-run.log" "$status" "test_server valgrind run" test_server
+valgrind_run test_server "test_server valgrind run" "${SERVER_ARGS[@]}"
 
 finish

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use clap::{Parser, Subcommand, ValueEnum};
 use dmdelegate::sim::{describe_changes, Testbed};
 use dmdelegate::{DelegationType, Message, Method, SessionInfo, State};
-use dmdelegate_net::{LocalOptions, LocalPair, TestPki};
+use dmdelegate_net::{LocalOptions, LocalPair, PairDelivery, TestPki};
 use serde::Serialize;
 
 /// OMA DM Client Authority Delegation: one DM Server hands authority over a device to
@@ -199,7 +199,6 @@ async fn run_one(method: Method, dtype: DelegationType) -> DelegationReport {
     let result = tb.run(method, dtype).await;
     report.duration_ms = started.elapsed().as_secs_f64() * 1e3;
     // Let the last deliveries and DM sessions finish before reading the device.
-    tokio::time::sleep(Duration::from_millis(20)).await;
     pair.settle(Duration::from_secs(5)).await;
     match result {
         Err(e) => report.error = Some(e.to_string()),
@@ -295,31 +294,23 @@ fn steps(one: &SessionInfo, two: &SessionInfo) -> Vec<StepReport> {
 
 /// The messages both servers delivered, in time order, with their delivery times.
 fn message_log(pair: &LocalPair, start: i64) -> Vec<String> {
-    let mut all: Vec<(i64, String)> =
-        [(&pair.transports.0, "DMS-1"), (&pair.transports.1, "DMS-2")]
-            .into_iter()
-            .flat_map(|(t, from)| {
-                t.deliveries().into_iter().map(move |d| {
-                    let to = short(&d.recipient);
-                    let outcome = match &d.outcome {
-                        Ok(1) => String::new(),
-                        Ok(n) => format!(" ({n} attempts)"),
-                        Err(e) => format!(" NOT DELIVERED: {e}"),
-                    };
-                    (
-                        d.at.unix_millis(),
-                        format!(
-                            "{:>6} ms  {from} → {to}  {} #{}{outcome}",
-                            d.at.unix_millis() - start,
-                            d.kind,
-                            d.seq
-                        ),
-                    )
-                })
-            })
-            .collect();
-    all.sort();
-    all.into_iter().map(|(_, l)| l).collect()
+    pair.deliveries()
+        .into_iter()
+        .map(|PairDelivery { from, delivery: d }| {
+            let outcome = match &d.outcome {
+                Ok(1) => String::new(),
+                Ok(n) => format!(" ({n} attempts)"),
+                Err(e) => format!(" NOT DELIVERED: {e}"),
+            };
+            format!(
+                "{:>6} ms  {from} → {}  {} #{}{outcome}",
+                d.at.unix_millis() - start,
+                short(&d.recipient),
+                d.kind,
+                d.seq
+            )
+        })
+        .collect()
 }
 
 fn print_report(r: &DelegationReport) {

@@ -17,5 +17,5 @@ pub mod tls;
 pub use https::{
     serve, Endpoint, HttpsOptions, HttpsSender, HttpsTransport, Peer, DELEGATION_PATH,
 };
-pub use local::{DeviceMode, LocalOptions, LocalPair, NetworkParts};
+pub use local::{DeviceMode, LocalOptions, LocalPair, NetworkParts, PairDelivery};
 pub use tls::{Identity, TestPki, TlsError};

@@ -101,7 +101,44 @@ fn io(e: std::io::Error) -> TlsError {
     TlsError(format!("listener: {e}"))
 }
 
+/// One message a server of a [`LocalPair`] delivered (or gave up on).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PairDelivery {
+    /// `DMS-1` or `DMS-2`: who sent it.
+    pub from: &'static str,
+    /// The delivery.
+    pub delivery: crate::https::Delivery,
+}
+
 impl LocalPair {
+    /// Runs one delegation to its end on both servers, then waits (at most 5 s) for the
+    /// device's DM sessions to close so its logs are complete; returns (DMS-1's view,
+    /// DMS-2's view).
+    pub async fn run(
+        &self,
+        method: dmdelegate::Method,
+        delegation_type: dmdelegate::DelegationType,
+    ) -> dmdelegate::Result<(dmdelegate::SessionInfo, dmdelegate::SessionInfo)> {
+        let ended = self.testbed.run(method, delegation_type).await?;
+        self.settle(std::time::Duration::from_secs(5)).await;
+        Ok(ended)
+    }
+
+    /// Every message both servers delivered, in the order their deliveries began.
+    pub fn deliveries(&self) -> Vec<PairDelivery> {
+        let mut all: Vec<PairDelivery> =
+            [(&self.transports.0, "DMS-1"), (&self.transports.1, "DMS-2")]
+                .into_iter()
+                .flat_map(|(t, from)| {
+                    t.deliveries()
+                        .into_iter()
+                        .map(move |delivery| PairDelivery { from, delivery })
+                })
+                .collect();
+        all.sort_by_key(|d| d.delivery.at);
+        all
+    }
+
     /// Waits until neither server has a DM session open with the device, so the device's
     /// logs are complete. Returns false after `timeout`.
     pub async fn settle(&self, timeout: std::time::Duration) -> bool {

@@ -250,28 +250,22 @@ async fn run_pair(
     dtype: DelegationType,
 ) -> Result<Outcome, Error> {
     let started = std::time::Instant::now();
-    let (one, two) = pair.testbed.run(method, dtype).await?;
-    pair.settle(Duration::from_secs(5)).await;
+    let (one, two) = pair.run(method, dtype).await?;
     let reason = one.reason.clone().or_else(|| two.reason.clone());
-    let mut messages: Vec<(i64, String)> =
-        [(&pair.transports.0, "DMS-1"), (&pair.transports.1, "DMS-2")]
-            .into_iter()
-            .flat_map(|(t, from)| {
-                t.deliveries().into_iter().map(move |d| {
-                    (
-                        d.at.unix_millis(),
-                        format!("{from} -> {} {} #{}", d.recipient, d.kind, d.seq),
-                    )
-                })
-            })
-            .collect();
-    messages.sort();
+    let messages = pair
+        .deliveries()
+        .into_iter()
+        .map(|d| {
+            let d2 = d.delivery;
+            format!("{} -> {} {} #{}", d.from, d2.recipient, d2.kind, d2.seq)
+        })
+        .collect();
     Ok(Outcome {
         dms1_state: one.state.to_string(),
         dms2_state: two.state.to_string(),
         reason_code: reason.as_ref().map(|r| r.code),
         reason: reason.map(|r| r.text),
-        messages: messages.into_iter().map(|(_, m)| m).collect(),
+        messages,
         duration_ms: started.elapsed().as_secs_f64() * 1e3,
     })
 }

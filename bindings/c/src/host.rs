@@ -4,9 +4,7 @@
 //! out-parameter) and `dmd_event`.
 
 use std::ffi::{c_char, c_void, CString};
-use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::pin::Pin;
 
 use dmdelegate::{
     Acl, ClientCommand, CommandOutput, DelegationOffer, DeviceError, DeviceInfo, DmAcc, Event,
@@ -270,8 +268,6 @@ unsafe impl Sync for CHost {}
 fn cstring(s: &str) -> CString {
     CString::new(s.replace('\0', "\u{FFFD}")).unwrap_or_default()
 }
-
-type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// Runs a callback invocation behind a panic boundary (the Rust glue around it can
 /// panic; the C function itself must not unwind).
@@ -549,75 +545,36 @@ impl CHost {
     }
 }
 
-// The `async_trait` expansion of `Host`, written out (the callbacks are synchronous).
+// The callbacks are synchronous; each async method just calls its blocking counterpart.
+#[async_trait::async_trait]
 impl Host for CHost {
-    fn accept_delegation<'a, 'b, 't>(
-        &'a self,
-        offer: &'b DelegationOffer,
-    ) -> BoxFuture<'t, PolicyDecision>
-    where
-        'a: 't,
-        'b: 't,
-        Self: 't,
-    {
-        Box::pin(async move { self.accept_sync(offer) })
+    async fn accept_delegation(&self, offer: &DelegationOffer) -> PolicyDecision {
+        self.accept_sync(offer)
     }
 
-    fn execute<'a, 'b, 'c, 't>(
-        &'a self,
-        device: &'b DeviceInfo,
-        command: &'c ClientCommand,
-    ) -> BoxFuture<'t, Result<CommandOutput, DeviceError>>
-    where
-        'a: 't,
-        'b: 't,
-        'c: 't,
-        Self: 't,
-    {
-        Box::pin(async move { self.execute_sync(device, command) })
+    async fn execute(
+        &self,
+        device: &DeviceInfo,
+        command: &ClientCommand,
+    ) -> Result<CommandOutput, DeviceError> {
+        self.execute_sync(device, command)
     }
 
-    fn open_dm_session<'a, 'b, 't>(
-        &'a self,
-        session: &'b SessionInfo,
-    ) -> BoxFuture<'t, Result<(), HostError>>
-    where
-        'a: 't,
-        'b: 't,
-        Self: 't,
-    {
-        Box::pin(async move { self.open_sync(session) })
+    async fn open_dm_session(&self, session: &SessionInfo) -> Result<(), HostError> {
+        self.open_sync(session)
     }
 
-    fn dm_account<'a, 'b, 't>(
-        &'a self,
-        device: &'b DeviceInfo,
-    ) -> BoxFuture<'t, Result<DmAcc, HostError>>
-    where
-        'a: 't,
-        'b: 't,
-        Self: 't,
-    {
-        Box::pin(async move { self.account_sync(device) })
+    async fn dm_account(&self, device: &DeviceInfo) -> Result<DmAcc, HostError> {
+        self.account_sync(device)
     }
 
-    fn bootstrap_server_url<'a, 'b, 't>(
-        &'a self,
-        device: &'b DeviceInfo,
-    ) -> BoxFuture<'t, Result<String, HostError>>
-    where
-        'a: 't,
-        'b: 't,
-        Self: 't,
-    {
-        Box::pin(async move {
-            self.call_text(
-                "bootstrap_url",
-                ReasonCode::BootstrapUrlUnavailable,
-                &device.device_id,
-                self.callbacks.bootstrap_url,
-            )
-        })
+    async fn bootstrap_server_url(&self, device: &DeviceInfo) -> Result<String, HostError> {
+        self.call_text(
+            "bootstrap_url",
+            ReasonCode::BootstrapUrlUnavailable,
+            &device.device_id,
+            self.callbacks.bootstrap_url,
+        )
     }
 
     fn on_event(&self, event: &Event) {
