@@ -369,13 +369,20 @@ typedef struct dmd_reply dmd_reply;
 
 /**
  * One DM Server: the delegation engine (DMS-1 and DMS-2 at once, any number of
- * sessions) with the host's C callbacks, serving the delegation endpoint over HTTPS with
- * mutual TLS. Opaque: `dmd_server_new`, `dmd_server_free`.
+ * sessions) with the host's C callbacks, on the HTTPS binding or the host's transport.
+ * Opaque: `dmd_server_new`, `dmd_server_free`.
  *
  * It owns a two-thread runtime on which the callbacks run. Its functions may be called
  * from any thread except those (from a callback they return `DMD_ERR_INVALID_STATE`).
  */
 typedef struct dmd_server dmd_server;
+
+/**
+ * A simulated Bootstrap Server (DMS-2's, for Methods 3/4): it hands a registered DM
+ * account to a device that asks at a registered URL. Opaque:
+ * `dmd_sim_bootstrap_server_new`, `dmd_sim_bootstrap_server_free`. Thread-safe.
+ */
+typedef struct dmd_sim_bootstrap_server dmd_sim_bootstrap_server;
 
 /**
  * A simulated DM Client: a DM Tree with accounts that enforces ACLs as DM TND requires.
@@ -414,7 +421,7 @@ typedef struct dmd_outcome {
  */
 typedef struct dmd_peer {
     /**
-     * The peer's ServerID; its TLS certificate must carry it as a DNS name.
+     * The peer's ServerID.
      */
     const char *server_id;
     /**
@@ -423,13 +430,71 @@ typedef struct dmd_peer {
     const char *endpoint;
     /**
      * NULL, or `ip:port` to connect to instead of resolving the endpoint's host (the
-     * certificate is still checked against the ServerID), for example `127.0.0.1:4431`.
+     * certificate is still checked), for example `127.0.0.1:4431`.
      */
     const char *address;
+    /**
+     * NULL, or the DNS name the peer's TLS certificate must carry when it is not the
+     * ServerID itself.
+     */
+    const char *identity;
 } dmd_peer;
 
 /**
+ * Deadlines of the protocol's steps, in milliseconds; 0 keeps a field's default (in
+ * brackets). A step that passes its deadline fails the delegation, which rolls back.
+ */
+typedef struct dmd_timeouts {
+    /**
+     * Waiting for the peer's next protocol message [30 s].
+     */
+    uint64_t response_ms;
+    /**
+     * DMS-2 waiting for DELEGATION_PREPARED while DMS-1 prepares the device [120 s].
+     */
+    uint64_t preparation_ms;
+    /**
+     * DMS-1 waiting for DELEGATION_CONFIRM in Methods 1/2 [300 s].
+     */
+    uint64_t confirm_ms;
+    /**
+     * DMS-1 waiting for DELEGATION_CONFIRM in Methods 3/4 [900 s].
+     */
+    uint64_t bootstrap_confirm_ms;
+    /**
+     * DMS-2 waiting for the device's first DM session in Methods 3/4 [900 s].
+     */
+    uint64_t client_session_ms;
+} dmd_timeouts;
+
+/**
+ * The host's own transport, for a server that does not use the HTTPS binding: every
+ * outgoing message goes to `send`; incoming ones are handed to `dmd_server_receive`.
+ */
+typedef struct dmd_transport {
+    /**
+     * Passed back to `send`. May be NULL.
+     */
+    void *userdata;
+    /**
+     * Sends one message (`document`, `len` bytes of `application/vnd.dm.delegation+xml`;
+     * the library's, valid during the call only) to the peer whose ServerID is
+     * `recipient`. Return 0 once the message is delivered or queued for delivery in
+     * order; anything else fails the delegation (reason 170, peer unreachable), which
+     * rolls back. Runs on the library's threads, one message of a session at a time and
+     * in the session's order; it should return promptly (queue, do not wait for the
+     * peer's processing) and must not call `dmd_server_*` functions. Required.
+     */
+    int32_t (*send)(void *userdata, const char *recipient, const uint8_t *document, size_t len);
+} dmd_transport;
+
+/**
  * A server's configuration, read during `dmd_server_new` only (every string is copied).
+ *
+ * Two wires: with `transport` NULL the server serves the HTTPS binding (mutual TLS) and
+ * `listen_address`, `cert_pem`, `key_pem`, `trust_pem` are required; with `transport`
+ * set, messages travel over the host's own transport and those five fields and `peers`
+ * must be NULL/0.
  */
 typedef struct dmd_server_config {
     /**
@@ -438,20 +503,20 @@ typedef struct dmd_server_config {
     const char *server_id;
     /**
      * `ip:port` the HTTPS endpoint listens on, for example `127.0.0.1:0` (port 0: any
-     * free port, see `dmd_server_local_port`). Required.
+     * free port, see `dmd_server_local_port`).
      */
     const char *listen_address;
     /**
      * This server's certificate chain (PEM); it serves as TLS server and client
-     * certificate. Required.
+     * certificate, and must carry the ServerID as a DNS name.
      */
     const char *cert_pem;
     /**
-     * The certificate's private key (PEM). Required.
+     * The certificate's private key (PEM).
      */
     const char *key_pem;
     /**
-     * The CA certificates (PEM) peers' certificates must chain to. Required.
+     * The CA certificates (PEM) peers' certificates must chain to.
      */
     const char *trust_pem;
     /**
@@ -463,6 +528,20 @@ typedef struct dmd_server_config {
      * How many peers.
      */
     size_t peer_count;
+    /**
+     * NULL for the default deadlines, or the deadlines to use.
+     */
+    const struct dmd_timeouts *timeouts;
+    /**
+     * NULL to keep sessions in memory, or the path of a SQLite file (created when
+     * missing, owner-only): unfinished delegations then resume, or roll back at their
+     * deadlines, when a server is created again on the same file.
+     */
+    const char *store_path;
+    /**
+     * NULL for the HTTPS binding, or the host's own transport.
+     */
+    const struct dmd_transport *transport;
 } dmd_server_config;
 
 /**
@@ -639,6 +718,54 @@ typedef struct dmd_host_callbacks {
 } dmd_host_callbacks;
 
 /**
+ * What `dmd_server_start_delegation` starts. Read during the call only.
+ */
+typedef struct dmd_delegation_request {
+    /**
+     * The peer's ServerID. Required.
+     */
+    const char *peer;
+    /**
+     * The method, 1 to 4: this server is DMS-1 for 1 and 3, DMS-2 for 2 and 4.
+     */
+    uint8_t method;
+    /**
+     * `DMD_DELEGATION_TYPE_FULL` or `DMD_DELEGATION_TYPE_PARTIAL`.
+     */
+    dmd_delegation_type delegation_type;
+    /**
+     * The device's id. Required.
+     */
+    const char *device_id;
+    /**
+     * The device's manufacturer. Required.
+     */
+    const char *manufacturer;
+    /**
+     * The device's model. Required.
+     */
+    const char *model;
+    /**
+     * The subtrees and the rights DMS-2 gets on each, `subtree_count` of them.
+     */
+    const struct dmd_subtree *subtrees;
+    /**
+     * How many subtrees.
+     */
+    size_t subtree_count;
+    /**
+     * 0, or the end of a temporary (Partial) delegation in milliseconds since the Unix
+     * epoch: at that time DMS-1 reverts it.
+     */
+    int64_t expires_ms;
+    /**
+     * NULL for a fresh session id, or the id to use (at most `DMD_SESSION_ID_MAX`
+     * bytes, letters, digits and `-._:`).
+     */
+    const char *session_id;
+} dmd_delegation_request;
+
+/**
  * The state of one delegation session at one server.
  */
 typedef struct dmd_session_state {
@@ -668,6 +795,19 @@ typedef struct dmd_session_state {
      * none.
      */
     char reason[256];
+    /**
+     * End of a temporary delegation (milliseconds since the Unix epoch), 0 when none.
+     */
+    int64_t expires_ms;
+    /**
+     * When the current wait ends (milliseconds since the Unix epoch), 0 when none.
+     */
+    int64_t deadline_ms;
+    /**
+     * DMS-1: journaled device operations not yet undone; after `ROLLBACK_FAILED`, what
+     * `dmd_server_retry_rollback` would retry.
+     */
+    size_t pending_operations;
 } dmd_session_state;
 
 #ifdef __cplusplus
@@ -1084,20 +1224,24 @@ enum dmd_result dmd_command_syncml(const struct dmd_command *command,
 enum dmd_result dmd_reply_set_text(struct dmd_reply *reply, const char *text);
 
 /**
- * Creates a server: copies `config` and `callbacks`, starts the runtime, binds the
- * listen address, and, when `config->peer_count` > 0, starts the HTTPS endpoint and
- * transport (otherwise `dmd_server_set_peers` does); stores the new server in `*out`.
+ * Creates a server: copies `config` and `callbacks`, starts the runtime, opens the
+ * store, binds the listen address and, when `config->peer_count` > 0, starts the HTTPS
+ * endpoint and transport (otherwise `dmd_server_set_peers` does); stores the new server
+ * in `*out`. Unfinished delegations in a durable store resume, or roll back at their
+ * deadlines.
  *
- * Returns `DMD_OK`; `DMD_ERR_INVALID_ARGUMENT` for a bad ServerID, address or string;
- * `DMD_ERR_RUNTIME` when the runtime cannot start; `DMD_ERR_TRANSPORT` when the address
- * cannot be bound or the PEM data is not usable.
+ * Returns `DMD_OK`; `DMD_ERR_INVALID_ARGUMENT` for a bad ServerID, address, peer, PEM
+ * data or string, or HTTPS fields given with a transport; `DMD_ERR_STORE` when the
+ * store cannot be opened; `DMD_ERR_RUNTIME` when the runtime cannot start;
+ * `DMD_ERR_TRANSPORT` when the address cannot be bound.
  *
- * - Ownership: `config` and `callbacks` stay the caller's (copied); `callbacks->userdata`
- *   must stay valid until `dmd_server_free` returns. On success `*out` is a new server
- *   the caller frees with `dmd_server_free`; on failure `*out` is not written.
- * - NULL: `config`, `callbacks`, `out`, or a required string NULL gives
- *   `DMD_ERR_NULL_ARGUMENT`; NULL callback functions are allowed (see
- *   `dmd_host_callbacks`).
+ * - Ownership: `config`, `callbacks` and `config->transport` stay the caller's (copied);
+ *   `callbacks->userdata` and `transport->userdata` must stay valid until
+ *   `dmd_server_free` returns. On success `*out` is a new server the caller frees with
+ *   `dmd_server_free`; on failure `*out` is not written.
+ * - NULL: `config`, `callbacks`, `out`, `config->server_id`, a required HTTPS string or
+ *   `transport->send` NULL gives `DMD_ERR_NULL_ARGUMENT`; NULL host callback functions
+ *   are allowed (see `dmd_host_callbacks`).
  * - Threads: any thread, concurrently.
  * - Signals: the HTTPS stack may write to a socket whose peer has closed it; the process
  *   must ignore SIGPIPE (`signal(SIGPIPE, SIG_IGN)` at start, as Rust programs do),
@@ -1116,8 +1260,9 @@ enum dmd_result dmd_server_new(const struct dmd_server_config *config,
  * Sets the peers and starts the HTTPS endpoint and transport, for a server created with
  * no peers (so that two servers on port 0 can learn each other's port first).
  *
- * Returns `DMD_OK`; `DMD_ERR_INVALID_STATE` when the peers are already set;
- * `DMD_ERR_TRANSPORT` when the PEM data is not usable or an endpoint is not `https://`.
+ * Returns `DMD_OK`; `DMD_ERR_INVALID_STATE` when the peers are already set or the
+ * server uses its own transport; `DMD_ERR_INVALID_ARGUMENT` for a bad ServerID, a
+ * ServerID given twice, or an endpoint that is not `https://`.
  *
  * - Ownership: `peers` stays the caller's (copied).
  * - NULL: `server` NULL, or `peers` NULL with `peer_count` > 0, gives
@@ -1133,7 +1278,9 @@ enum dmd_result dmd_server_set_peers(struct dmd_server *server,
                                      size_t peer_count);
 
 /**
- * Writes the TCP port the server listens on to `*port` (useful with port 0).
+ * Writes the TCP port the HTTPS endpoint listens on to `*port` (useful with port 0).
+ *
+ * Returns `DMD_OK`, or `DMD_ERR_INVALID_STATE` for a server with its own transport.
  *
  * - NULL: `server` or `port` NULL gives `DMD_ERR_NULL_ARGUMENT`.
  * - Threads: any thread.
@@ -1145,20 +1292,19 @@ enum dmd_result dmd_server_set_peers(struct dmd_server *server,
 enum dmd_result dmd_server_local_port(const struct dmd_server *server, uint16_t *port);
 
 /**
- * Starts a delegation of device `device_id` with `peer`: sends DELEGATION_NOTIF and
- * writes the new session id into `session_id_buf` (needed-length convention; at most
- * `DMD_SESSION_ID_MAX` + 1 bytes are needed, so a buffer that large always fits). This
- * server is DMS-1 for methods 1 and 3, DMS-2 for 2 and 4. The rest runs in the
- * background; follow it with `dmd_server_wait` or the `on_event` callback.
- *
- * `subtrees`: `subtree_count` entries, each a URI and rights such as `Add+Get+Replace`.
+ * Starts a delegation: sends DELEGATION_NOTIF and writes the session id into
+ * `session_id_buf` (needed-length convention; `DMD_SESSION_ID_MAX` + 1 bytes always
+ * fit). The rest runs in the background; follow it with `dmd_server_wait` or the
+ * `on_event` callback.
  *
  * Returns `DMD_OK`; `DMD_ERR_BUFFER_TOO_SMALL` (checked first: nothing was started);
- * `DMD_ERR_INVALID_ARGUMENT` for a method outside 1-4, an unknown type, bad rights or
- * subtree; the engine's error (`DMD_ERR_TRANSPORT`, ...) when the NOTIF cannot be sent.
+ * `DMD_ERR_INVALID_ARGUMENT` for a method outside 1-4, an unknown type, bad rights,
+ * subtree, session id or expiry; `DMD_ERR_INVALID_STATE` when the device is already in
+ * a delegation here; the engine's error (`DMD_ERR_TRANSPORT`, ...) when the NOTIF
+ * cannot be sent.
  *
  * - Ownership: every argument stays the caller's.
- * - NULL: `server`, `peer`, the device strings, `needed`, or `subtrees` with
+ * - NULL: `server`, `request`, a required string, `needed`, or `subtrees` with
  *   `subtree_count` > 0 NULL gives `DMD_ERR_NULL_ARGUMENT`.
  * - Threads: any thread except the library's own; blocks until the NOTIF is sent.
  *
@@ -1167,17 +1313,42 @@ enum dmd_result dmd_server_local_port(const struct dmd_server *server, uint16_t 
  * Every pointer is NULL or valid as described.
  */
 enum dmd_result dmd_server_start_delegation(struct dmd_server *server,
-                                            const char *peer,
-                                            uint8_t method,
-                                            dmd_delegation_type type,
-                                            const char *device_id,
-                                            const char *manufacturer,
-                                            const char *model,
-                                            const struct dmd_subtree *subtrees,
-                                            size_t subtree_count,
+                                            const struct dmd_delegation_request *request,
                                             char *session_id_buf,
                                             size_t len,
                                             size_t *needed);
+
+/**
+ * Hands the server one message that arrived over the host's own transport (or any
+ * other way), sent by the peer the transport authenticated. The engine processes it,
+ * answering over the transport (`send`) as the protocol requires, including a
+ * DELEGATION_FAILURE for a message that does not fit its session.
+ *
+ * `peer`: the ServerID the transport authenticated, or NULL when it authenticates
+ * nobody (then the header's Sender is trusted: use only on a trusted link).
+ * `duplicate`: when not NULL, set to 1 when the message had been received before (same
+ * session and sequence number; nothing was done again), else 0.
+ *
+ * Returns `DMD_OK`; `DMD_ERR_DECODE` for a document that is not a valid message;
+ * `DMD_ERR_AUTHENTICATION` when the Sender is not `peer`; `DMD_ERR_WRONG_RECIPIENT`;
+ * `DMD_ERR_UNKNOWN_SESSION`; `DMD_ERR_INVALID_STATE` for a message out of order. A
+ * transport can map these to its own answer (HTTP: 400, 403, 421, 404, 409).
+ *
+ * - Ownership: `document` and `peer` stay the caller's.
+ * - NULL: `server`, or `document` with `len` > 0, NULL gives `DMD_ERR_NULL_ARGUMENT`.
+ * - Threads: any thread except the library's own; blocks while the message is processed
+ *   (host callbacks may run meanwhile on the library's threads).
+ *
+ * # Safety
+ *
+ * `server` is NULL or live; `document` NULL or `len` readable bytes; `peer` NULL or a
+ * string; `duplicate` NULL or writable.
+ */
+enum dmd_result dmd_server_receive(struct dmd_server *server,
+                                   const char *peer,
+                                   const uint8_t *document,
+                                   size_t len,
+                                   int32_t *duplicate);
 
 /**
  * Waits up to `timeout_ms` milliseconds for session `session_id` to reach a terminal
@@ -1203,19 +1374,41 @@ enum dmd_result dmd_server_wait(struct dmd_server *server,
 
 /**
  * Cancels a running delegation: rolls back what this server changed and tells the peer
- * (DELEGATION_FAILURE, reason 150).
+ * (DELEGATION_FAILURE, reason 150). Writes the session's state afterwards to `*out`
+ * when `out` is not NULL.
  *
  * Returns `DMD_OK`, `DMD_ERR_UNKNOWN_SESSION`, or `DMD_ERR_INVALID_STATE` when the
  * session has already ended.
  *
- * - NULL: `server` or `session_id` NULL gives `DMD_ERR_NULL_ARGUMENT`.
+ * - NULL: `server` or `session_id` NULL gives `DMD_ERR_NULL_ARGUMENT`; `out` may be NULL.
  * - Threads: any thread except the library's own; blocks until the rollback is done.
  *
  * # Safety
  *
- * `server` is NULL or live; `session_id` NULL or a string.
+ * `server` is NULL or live; `session_id` NULL or a string; `out` NULL or writable.
  */
-enum dmd_result dmd_server_cancel(struct dmd_server *server, const char *session_id);
+enum dmd_result dmd_server_cancel(struct dmd_server *server,
+                                  const char *session_id,
+                                  struct dmd_session_state *out);
+
+/**
+ * Runs the inverse operations of a session in `DMD_STATE_ROLLBACK_FAILED` again (for
+ * example once the device is reachable again), and writes the state afterwards to
+ * `*out` when `out` is not NULL: `DMD_STATE_ROLLED_BACK` when every change is undone.
+ *
+ * Returns `DMD_OK` (check `out->state`), `DMD_ERR_UNKNOWN_SESSION`, or
+ * `DMD_ERR_INVALID_STATE` when the session is not in `DMD_STATE_ROLLBACK_FAILED`.
+ *
+ * - NULL: `server` or `session_id` NULL gives `DMD_ERR_NULL_ARGUMENT`; `out` may be NULL.
+ * - Threads: any thread except the library's own; blocks (the `execute` callback runs).
+ *
+ * # Safety
+ *
+ * `server` is NULL or live; `session_id` NULL or a string; `out` NULL or writable.
+ */
+enum dmd_result dmd_server_retry_rollback(struct dmd_server *server,
+                                          const char *session_id,
+                                          struct dmd_session_state *out);
 
 /**
  * Writes how many sessions (running or ended) the server keeps to `*count`.
@@ -1271,7 +1464,7 @@ enum dmd_result dmd_server_client_connected(struct dmd_server *server,
  * Stops the endpoint, the transport and the deadline watcher, and frees the server.
  * Blocks until the runtime's threads have stopped (at most about ten seconds; a callback
  * still running after that is abandoned, so callbacks should return promptly). After it
- * returns no callback runs.
+ * returns no callback runs. Sessions in a durable store stay there for the next server.
  *
  * - Ownership: takes `server`; it must not be used afterwards.
  * - NULL: `server` NULL does nothing.
@@ -1478,6 +1671,68 @@ enum dmd_result dmd_dmacc_simple_tnds(const char *server_id,
                                       char *buf,
                                       size_t len,
                                       size_t *needed);
+
+/**
+ * Creates an empty Bootstrap Server and stores it in `*out`.
+ *
+ * - Ownership: `*out` is the caller's (`dmd_sim_bootstrap_server_free`).
+ * - NULL: `out` NULL gives `DMD_ERR_NULL_ARGUMENT`.
+ * - Threads: any thread.
+ *
+ * # Safety
+ *
+ * `out` is NULL or writable.
+ */
+enum dmd_result dmd_sim_bootstrap_server_new(struct dmd_sim_bootstrap_server **out);
+
+/**
+ * Registers the account a device bootstrapping from `url` receives: `dmacc_tnds`, a
+ * TNDS document holding one DMAcc node (what `dmd_dmacc_simple_tnds` writes).
+ *
+ * Returns `DMD_OK`, or `DMD_ERR_DECODE` / `DMD_ERR_INVALID_ARGUMENT` for a document
+ * that is not one valid DMAcc.
+ *
+ * - Ownership: the strings are copied.
+ * - NULL: any argument NULL gives `DMD_ERR_NULL_ARGUMENT`.
+ * - Threads: any thread.
+ *
+ * # Safety
+ *
+ * `server` is NULL or live; the strings NULL or NUL-terminated.
+ */
+enum dmd_result dmd_sim_bootstrap_server_register(const struct dmd_sim_bootstrap_server *server,
+                                                  const char *url,
+                                                  const char *dmacc_tnds);
+
+/**
+ * Frees a Bootstrap Server. NULL does nothing. A device routed to it keeps it alive
+ * until that device is freed.
+ *
+ * # Safety
+ *
+ * `server` is NULL or from `dmd_sim_bootstrap_server_new`, not yet freed.
+ */
+void dmd_sim_bootstrap_server_free(struct dmd_sim_bootstrap_server *server);
+
+/**
+ * Makes the device behave like a real one in Methods 3/4: when a DMS-1 triggers its
+ * bootstrap (through `dmd_sim_device_execute`), it fetches its bootstrap from
+ * `bootstrap`, installs the account, opens its first DM session with DMS-2 and tells
+ * `dms2` (as `dmd_server_client_connected` would), on `dms2`'s threads. Replaces an
+ * earlier routing.
+ *
+ * - Ownership: nothing is taken; the device keeps `bootstrap` alive, and holds `dms2`
+ *   weakly (after `dmd_server_free(dms2)` a trigger only logs).
+ * - NULL: any argument NULL gives `DMD_ERR_NULL_ARGUMENT`.
+ * - Threads: any thread except the library's own.
+ *
+ * # Safety
+ *
+ * Every argument is NULL or live.
+ */
+enum dmd_result dmd_sim_device_route_bootstrap(const struct dmd_sim_device *device,
+                                               const struct dmd_sim_bootstrap_server *bootstrap,
+                                               const struct dmd_server *dms2);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -2,7 +2,7 @@
 //!
 //! The delegation core on the network: the HTTPS binding with mutual TLS between DM
 //! Servers ([`https`]), TLS identities and a test PKI ([`tls`]), and durable session state
-//! in SQLite ([`sqlite`]).
+//! in SQLite ([`sqlite`]); [`Server`], the facade the language bindings wrap.
 #![warn(missing_docs)]
 
 pub mod bootstrap;
@@ -11,6 +11,7 @@ pub mod dm;
 pub mod https;
 pub mod local;
 pub mod node;
+pub mod server;
 pub mod sqlite;
 pub mod tls;
 
@@ -18,4 +19,5 @@ pub use https::{
     serve, Endpoint, HttpsOptions, HttpsSender, HttpsTransport, Peer, DELEGATION_PATH,
 };
 pub use local::{DeviceMode, LocalOptions, LocalPair, NetworkParts, PairDelivery};
+pub use server::{route_bootstrap, Server, ServerOptions, StartDelegation, Wire};
 pub use tls::{Identity, TestPki, TlsError};

@@ -21,9 +21,11 @@
 //! - strings are UTF-8, NUL-terminated; string outputs follow the needed-length
 //!   convention described at `dmd_message_session_id`.
 //!
-//! This first milestone covers the version, result codes and last-error messages, the
-//! message codec (for hosts that bring their own transport), and `dmd_local_pair`, two
-//! servers over HTTPS with mutual TLS around the simulated device.
+//! Surface: the version, result codes and last-error messages; the message codec;
+//! `dmd_server` (a DM Server's delegation engine with the host's callbacks, on the HTTPS
+//! binding with mutual TLS or on the host's own transport with `dmd_server_receive`); the
+//! test helpers (test PKI, simulated device and Bootstrap Server); and `dmd_local_pair`,
+//! two servers over HTTPS around a networked simulated device, in one call.
 #![allow(non_camel_case_types)]
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
@@ -53,5 +55,8 @@ pub use host::{
 };
 pub use local::{dmd_delegation_type, dmd_local_pair, dmd_outcome, dmd_state};
 pub use result::{dmd_last_error_message, dmd_result};
-pub use server::{dmd_peer, dmd_server, dmd_server_config, dmd_session_state};
-pub use testing::{dmd_identity, dmd_sim_device, dmd_test_pki};
+pub use server::{
+    dmd_delegation_request, dmd_peer, dmd_server, dmd_server_config, dmd_session_state,
+    dmd_timeouts, dmd_transport,
+};
+pub use testing::{dmd_identity, dmd_sim_bootstrap_server, dmd_sim_device, dmd_test_pki};

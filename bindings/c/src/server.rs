@@ -1,113 +1,193 @@
-//! `dmd_server`: one DM Server's delegation engine with C host callbacks, its HTTPS
-//! mutual-TLS endpoint and transport, and a deadline watcher, on a runtime the handle owns.
+//! `dmd_server`: one DM Server's delegation engine with C host callbacks, reachable over
+//! the HTTPS binding with mutual TLS or over the host's own transport, on a runtime the
+//! handle owns. A thin layer over `dmdelegate_net::Server`, the facade every binding wraps.
 
-use std::ffi::c_char;
+use std::ffi::{c_char, c_void, CString};
 use std::hash::{BuildHasher, Hasher};
 use std::net::SocketAddr;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
+use async_trait::async_trait;
 use dmdelegate::{
-    AclCommand, DelegatedSubtree, DelegationInfo, DelegationRequest, DelegationServer, DeviceInfo,
-    Message, Method, ServerConfig, SessionInfo, Transport, TransportError,
+    AclCommand, DelegatedSubtree, DelegationInfo, DeviceInfo, Message, Method, Receipt,
+    SessionInfo, Timeouts, Timestamp, Transport, TransportError,
 };
-use dmdelegate_net::https::{serve, Endpoint, HttpsOptions, HttpsSender, HttpsTransport, Peer};
-use dmdelegate_net::Identity;
+use dmdelegate_net::https::{HttpsOptions, Peer};
+use dmdelegate_net::{Identity, Server, ServerOptions, StartDelegation, Wire};
 use tokio::runtime::Runtime;
-use tokio::task::JoinHandle;
 
-use crate::guard::{arg_ref, arg_str, check_out, copy_truncated, opt_str, write_string, Failure};
+use crate::guard::{
+    arg_bytes, arg_ref, arg_str, check_out, copy_truncated, opt_str, write_string, Failure,
+};
 use crate::host::{dmd_host_callbacks, dmd_role, dmd_subtree, CHost};
 use crate::local::{delegation_type, dmd_delegation_type_arg, dmd_state};
 use crate::result::dmd_result;
 
 /// How long `dmd_server_free` waits for the runtime's tasks (and running callbacks).
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
-/// How often the deadline watcher looks for sessions past their deadline.
-const WATCH_PERIOD: Duration = Duration::from_millis(500);
 
 /// A peer DM Server this server exchanges delegation messages with.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct dmd_peer {
-    /// The peer's ServerID; its TLS certificate must carry it as a DNS name.
+    /// The peer's ServerID.
     pub server_id: *const c_char,
     /// Its delegation endpoint, `https://host:port/dm-delegation`.
     pub endpoint: *const c_char,
     /// NULL, or `ip:port` to connect to instead of resolving the endpoint's host (the
-    /// certificate is still checked against the ServerID), for example `127.0.0.1:4431`.
+    /// certificate is still checked), for example `127.0.0.1:4431`.
     pub address: *const c_char,
+    /// NULL, or the DNS name the peer's TLS certificate must carry when it is not the
+    /// ServerID itself.
+    pub identity: *const c_char,
+}
+
+/// Deadlines of the protocol's steps, in milliseconds; 0 keeps a field's default (in
+/// brackets). A step that passes its deadline fails the delegation, which rolls back.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct dmd_timeouts {
+    /// Waiting for the peer's next protocol message [30 s].
+    pub response_ms: u64,
+    /// DMS-2 waiting for DELEGATION_PREPARED while DMS-1 prepares the device [120 s].
+    pub preparation_ms: u64,
+    /// DMS-1 waiting for DELEGATION_CONFIRM in Methods 1/2 [300 s].
+    pub confirm_ms: u64,
+    /// DMS-1 waiting for DELEGATION_CONFIRM in Methods 3/4 [900 s].
+    pub bootstrap_confirm_ms: u64,
+    /// DMS-2 waiting for the device's first DM session in Methods 3/4 [900 s].
+    pub client_session_ms: u64,
+}
+
+impl dmd_timeouts {
+    fn apply(&self) -> Timeouts {
+        let d = Timeouts::default();
+        let pick = |ms: u64, default: Duration| {
+            if ms == 0 {
+                default
+            } else {
+                Duration::from_millis(ms)
+            }
+        };
+        Timeouts {
+            response: pick(self.response_ms, d.response),
+            preparation: pick(self.preparation_ms, d.preparation),
+            confirm: pick(self.confirm_ms, d.confirm),
+            bootstrap_confirm: pick(self.bootstrap_confirm_ms, d.bootstrap_confirm),
+            client_session: pick(self.client_session_ms, d.client_session),
+        }
+    }
+}
+
+/// The host's own transport, for a server that does not use the HTTPS binding: every
+/// outgoing message goes to `send`; incoming ones are handed to `dmd_server_receive`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct dmd_transport {
+    /// Passed back to `send`. May be NULL.
+    pub userdata: *mut c_void,
+    /// Sends one message (`document`, `len` bytes of `application/vnd.dm.delegation+xml`;
+    /// the library's, valid during the call only) to the peer whose ServerID is
+    /// `recipient`. Return 0 once the message is delivered or queued for delivery in
+    /// order; anything else fails the delegation (reason 170, peer unreachable), which
+    /// rolls back. Runs on the library's threads, one message of a session at a time and
+    /// in the session's order; it should return promptly (queue, do not wait for the
+    /// peer's processing) and must not call `dmd_server_*` functions. Required.
+    pub send: Option<
+        unsafe extern "C" fn(
+            userdata: *mut c_void,
+            recipient: *const c_char,
+            document: *const u8,
+            len: usize,
+        ) -> i32,
+    >,
 }
 
 /// A server's configuration, read during `dmd_server_new` only (every string is copied).
+///
+/// Two wires: with `transport` NULL the server serves the HTTPS binding (mutual TLS) and
+/// `listen_address`, `cert_pem`, `key_pem`, `trust_pem` are required; with `transport`
+/// set, messages travel over the host's own transport and those five fields and `peers`
+/// must be NULL/0.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct dmd_server_config {
     /// This server's ServerID (as in its DMAcc and in ACLs). Required.
     pub server_id: *const c_char,
     /// `ip:port` the HTTPS endpoint listens on, for example `127.0.0.1:0` (port 0: any
-    /// free port, see `dmd_server_local_port`). Required.
+    /// free port, see `dmd_server_local_port`).
     pub listen_address: *const c_char,
     /// This server's certificate chain (PEM); it serves as TLS server and client
-    /// certificate. Required.
+    /// certificate, and must carry the ServerID as a DNS name.
     pub cert_pem: *const c_char,
-    /// The certificate's private key (PEM). Required.
+    /// The certificate's private key (PEM).
     pub key_pem: *const c_char,
-    /// The CA certificates (PEM) peers' certificates must chain to. Required.
+    /// The CA certificates (PEM) peers' certificates must chain to.
     pub trust_pem: *const c_char,
     /// The peers, `peer_count` of them; NULL with `peer_count` 0 to set them later with
     /// `dmd_server_set_peers` (once both servers know their ports).
     pub peers: *const dmd_peer,
     /// How many peers.
     pub peer_count: usize,
+    /// NULL for the default deadlines, or the deadlines to use.
+    pub timeouts: *const dmd_timeouts,
+    /// NULL to keep sessions in memory, or the path of a SQLite file (created when
+    /// missing, owner-only): unfinished delegations then resume, or roll back at their
+    /// deadlines, when a server is created again on the same file.
+    pub store_path: *const c_char,
+    /// NULL for the HTTPS binding, or the host's own transport.
+    pub transport: *const dmd_transport,
 }
 
-/// The transport, whose peers can be set after the server exists.
-#[derive(Default)]
-struct LateTransport(RwLock<Option<HttpsSender>>);
+/// The adapter: a Rust [`Transport`] over the host's `send` callback.
+struct CTransport(dmd_transport);
 
-impl Transport for LateTransport {
-    fn send<'a, 'b, 't>(
-        &'a self,
-        message: &'b Message,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), TransportError>> + Send + 't>>
-    where
-        'a: 't,
-        'b: 't,
-        Self: 't,
-    {
-        let sender = self.0.read().unwrap_or_else(|p| p.into_inner()).clone();
-        Box::pin(async move {
-            match sender {
-                Some(s) => s.send(message).await,
-                None => Err(TransportError {
-                    message: "no peers configured (dmd_server_set_peers)".into(),
-                }),
-            }
-        })
+// SAFETY: `dmd_transport`'s documentation requires `send` and `userdata` to be usable
+// from any thread; the adapter only copies the pointers.
+unsafe impl Send for CTransport {}
+// SAFETY: as above.
+unsafe impl Sync for CTransport {}
+
+#[async_trait]
+impl Transport for CTransport {
+    async fn send(&self, message: &Message) -> Result<(), TransportError> {
+        let Some(send) = self.0.send else {
+            return Err(TransportError {
+                message: "no send callback".into(),
+            });
+        };
+        let xml = message.to_xml();
+        let recipient =
+            CString::new(message.header.recipient.replace('\0', "\u{FFFD}")).unwrap_or_default();
+        let rc = catch_unwind(AssertUnwindSafe(|| {
+            // SAFETY: the pointers are valid for the call; the host guarantees `send`.
+            unsafe { send(self.0.userdata, recipient.as_ptr(), xml.as_ptr(), xml.len()) }
+        }))
+        .map_err(|_| TransportError {
+            message: "the send callback glue panicked".into(),
+        })?;
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(TransportError {
+                message: format!("the send callback returned {rc}"),
+            })
+        }
     }
 }
 
-struct Network {
-    listener: Option<tokio::net::TcpListener>,
-    endpoint: Option<Endpoint>,
-    identity: Identity,
-    trust_pem: String,
-}
-
 /// One DM Server: the delegation engine (DMS-1 and DMS-2 at once, any number of
-/// sessions) with the host's C callbacks, serving the delegation endpoint over HTTPS with
-/// mutual TLS. Opaque: `dmd_server_new`, `dmd_server_free`.
+/// sessions) with the host's C callbacks, on the HTTPS binding or the host's transport.
+/// Opaque: `dmd_server_new`, `dmd_server_free`.
 ///
 /// It owns a two-thread runtime on which the callbacks run. Its functions may be called
 /// from any thread except those (from a callback they return `DMD_ERR_INVALID_STATE`).
 pub struct dmd_server {
-    server: Option<DelegationServer>,
-    transport: Arc<LateTransport>,
-    network: Mutex<Network>,
-    local_addr: SocketAddr,
-    watcher: Option<JoinHandle<()>>,
+    server: Option<Server>,
     runtime: Option<Runtime>,
 }
 
@@ -116,25 +196,13 @@ impl Drop for dmd_server {
         if let Some(runtime) = self.runtime.take() {
             {
                 let _inside = runtime.enter();
-                if let Some(w) = self.watcher.take() {
-                    w.abort();
+                if let Some(server) = self.server.take() {
+                    server.shutdown();
                 }
-                let mut net = self.network.lock().unwrap_or_else(|p| p.into_inner());
-                if let Some(e) = net.endpoint.take() {
-                    e.shutdown();
-                }
-                drop(net.listener.take());
-                drop(net);
-                *self.transport.0.write().unwrap_or_else(|p| p.into_inner()) = None;
-                drop(self.server.take());
             }
             runtime.shutdown_timeout(SHUTDOWN_TIMEOUT);
         }
     }
-}
-
-fn transport_err(what: &str, e: impl std::fmt::Display) -> Failure {
-    Failure::new(dmd_result::DMD_ERR_TRANSPORT, format!("{what}: {e}"))
 }
 
 /// The peers of a C array.
@@ -153,12 +221,16 @@ unsafe fn read_peers(peers: *const dmd_peer, n: usize) -> Result<Vec<Peer>, Fail
     let list = unsafe { std::slice::from_raw_parts(peers, n) };
     list.iter()
         .map(|p| {
-            // SAFETY: the caller guarantees the strings.
-            let server_id = unsafe { arg_str(p.server_id, "peers[].server_id") }?;
-            // SAFETY: as above.
-            let endpoint = unsafe { arg_str(p.endpoint, "peers[].endpoint") }?;
-            // SAFETY: as above.
-            let address = unsafe { opt_str(p.address, "peers[].address") }?
+            // SAFETY (this block): the caller guarantees the strings.
+            let (server_id, endpoint, address, identity) = unsafe {
+                (
+                    arg_str(p.server_id, "peers[].server_id")?,
+                    arg_str(p.endpoint, "peers[].endpoint")?,
+                    opt_str(p.address, "peers[].address")?,
+                    opt_str(p.identity, "peers[].identity")?,
+                )
+            };
+            let address = address
                 .map(|a| {
                     a.parse::<SocketAddr>()
                         .map_err(|e| Failure::invalid("peers[].address", e))
@@ -167,19 +239,64 @@ unsafe fn read_peers(peers: *const dmd_peer, n: usize) -> Result<Vec<Peer>, Fail
             Ok(Peer {
                 server_id: server_id.to_string(),
                 endpoint: endpoint.to_string(),
-                identity: None,
+                identity: identity.map(str::to_string),
                 address,
             })
         })
         .collect()
 }
 
+/// The subtrees of a C array, rights parsed.
+///
+/// # Safety
+///
+/// `subtrees` is NULL or points to `n` valid `dmd_subtree`s with valid strings.
+unsafe fn read_subtrees(
+    subtrees: *const dmd_subtree,
+    n: usize,
+) -> Result<Vec<DelegatedSubtree>, Failure> {
+    let list = if n == 0 {
+        &[][..]
+    } else if subtrees.is_null() {
+        return Err(Failure::null("subtrees"));
+    } else {
+        // SAFETY: the caller guarantees `n` entries.
+        unsafe { std::slice::from_raw_parts(subtrees, n) }
+    };
+    list.iter()
+        .map(|t| {
+            // SAFETY: the caller guarantees the strings.
+            let uri = unsafe { arg_str(t.uri, "subtrees[].uri") }?;
+            // SAFETY: as above.
+            let rights = unsafe { arg_str(t.rights, "subtrees[].rights") }?;
+            let mut parsed = rights
+                .split('+')
+                .map(|r| r.trim().parse::<AclCommand>())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| Failure::invalid("subtrees[].rights", e))?;
+            parsed.sort();
+            parsed.dedup();
+            Ok(DelegatedSubtree {
+                uri: uri.to_string(),
+                rights: parsed,
+            })
+        })
+        .collect()
+}
+
 impl dmd_server {
-    fn parts(&self) -> Result<(&DelegationServer, &Runtime), Failure> {
+    /// The facade, for the test helpers.
+    pub(crate) fn facade(&self) -> Result<&Server, Failure> {
+        self.parts().map(|(s, _)| s)
+    }
+
+    /// The facade and the runtime, refusing calls from the runtime's own threads (a
+    /// callback calling back would block the thread its own session needs).
+    fn parts(&self) -> Result<(&Server, &Runtime), Failure> {
         if tokio::runtime::Handle::try_current().is_ok() {
             return Err(Failure::new(
                 dmd_result::DMD_ERR_INVALID_STATE,
-                "dmd_server functions cannot be called from a host callback",
+                "dmd_server functions cannot be called from a library callback",
             ));
         }
         match (&self.server, &self.runtime) {
@@ -190,58 +307,94 @@ impl dmd_server {
             )),
         }
     }
-
-    fn set_peers(&self, peers: &[Peer]) -> Result<(), Failure> {
-        let (server, runtime) = self.parts()?;
-        let mut net = self.network.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(listener) = net.listener.take() else {
-            return Err(Failure::new(
-                dmd_result::DMD_ERR_INVALID_STATE,
-                "the peers are already set",
-            ));
-        };
-        let built = (|| {
-            let t = HttpsTransport::new(
-                &net.identity,
-                &net.trust_pem,
-                peers,
-                HttpsOptions::default(),
-            )
-            .map_err(|e| transport_err("HTTPS transport", e))?;
-            t.bind_server(server);
-            let _inside = runtime.enter();
-            let endpoint = serve(
-                listener,
-                &net.identity,
-                &net.trust_pem,
-                peers,
-                server.clone(),
-                HttpsOptions::default(),
-            )
-            .map_err(|e| transport_err("HTTPS endpoint", e))?;
-            Ok::<_, Failure>((t, endpoint))
-        })();
-        let (t, endpoint) = built?;
-        net.endpoint = Some(endpoint);
-        *self.transport.0.write().unwrap_or_else(|p| p.into_inner()) = Some(HttpsSender(t));
-        Ok(())
-    }
 }
 
-/// Creates a server: copies `config` and `callbacks`, starts the runtime, binds the
-/// listen address, and, when `config->peer_count` > 0, starts the HTTPS endpoint and
-/// transport (otherwise `dmd_server_set_peers` does); stores the new server in `*out`.
+/// Reads a configuration into the facade's options.
 ///
-/// Returns `DMD_OK`; `DMD_ERR_INVALID_ARGUMENT` for a bad ServerID, address or string;
-/// `DMD_ERR_RUNTIME` when the runtime cannot start; `DMD_ERR_TRANSPORT` when the address
-/// cannot be bound or the PEM data is not usable.
+/// # Safety
 ///
-/// - Ownership: `config` and `callbacks` stay the caller's (copied); `callbacks->userdata`
-///   must stay valid until `dmd_server_free` returns. On success `*out` is a new server
-///   the caller frees with `dmd_server_free`; on failure `*out` is not written.
-/// - NULL: `config`, `callbacks`, `out`, or a required string NULL gives
-///   `DMD_ERR_NULL_ARGUMENT`; NULL callback functions are allowed (see
-///   `dmd_host_callbacks`).
+/// `config` is valid, with valid strings and arrays.
+unsafe fn read_config(config: &dmd_server_config) -> Result<ServerOptions, Failure> {
+    // SAFETY (this block): the caller guarantees the strings.
+    let (server_id, store_path) = unsafe {
+        (
+            arg_str(config.server_id, "config->server_id")?,
+            opt_str(config.store_path, "config->store_path")?,
+        )
+    };
+    // SAFETY: the caller guarantees the pointer.
+    let transport = unsafe { config.transport.as_ref() };
+    let wire = match transport {
+        Some(t) => {
+            if t.send.is_none() {
+                return Err(Failure::null("config->transport->send"));
+            }
+            let https_fields = [
+                config.listen_address,
+                config.cert_pem,
+                config.key_pem,
+                config.trust_pem,
+            ];
+            if https_fields.iter().any(|p| !p.is_null()) || config.peer_count > 0 {
+                return Err(Failure::invalid(
+                    "config->transport",
+                    "a server with its own transport takes no listen address, PEM data or peers",
+                ));
+            }
+            Wire::Custom(Arc::new(CTransport(*t)))
+        }
+        None => {
+            // SAFETY (this block): the caller guarantees the strings and arrays.
+            let (listen, cert, key, trust, peers) = unsafe {
+                (
+                    arg_str(config.listen_address, "config->listen_address")?,
+                    arg_str(config.cert_pem, "config->cert_pem")?,
+                    arg_str(config.key_pem, "config->key_pem")?,
+                    arg_str(config.trust_pem, "config->trust_pem")?,
+                    read_peers(config.peers, config.peer_count)?,
+                )
+            };
+            Wire::Https {
+                listen: listen
+                    .parse()
+                    .map_err(|e| Failure::invalid("config->listen_address", e))?,
+                identity: Identity {
+                    cert_chain_pem: cert.to_string(),
+                    key_pem: key.to_string(),
+                },
+                trust_pem: trust.to_string(),
+                peers,
+                options: HttpsOptions::default(),
+            }
+        }
+    };
+    let mut options = ServerOptions::new(server_id, wire);
+    // SAFETY: the caller guarantees the pointer.
+    if let Some(t) = unsafe { config.timeouts.as_ref() } {
+        options.timeouts = t.apply();
+    }
+    options.store_path = store_path.map(PathBuf::from);
+    Ok(options)
+}
+
+/// Creates a server: copies `config` and `callbacks`, starts the runtime, opens the
+/// store, binds the listen address and, when `config->peer_count` > 0, starts the HTTPS
+/// endpoint and transport (otherwise `dmd_server_set_peers` does); stores the new server
+/// in `*out`. Unfinished delegations in a durable store resume, or roll back at their
+/// deadlines.
+///
+/// Returns `DMD_OK`; `DMD_ERR_INVALID_ARGUMENT` for a bad ServerID, address, peer, PEM
+/// data or string, or HTTPS fields given with a transport; `DMD_ERR_STORE` when the
+/// store cannot be opened; `DMD_ERR_RUNTIME` when the runtime cannot start;
+/// `DMD_ERR_TRANSPORT` when the address cannot be bound.
+///
+/// - Ownership: `config`, `callbacks` and `config->transport` stay the caller's (copied);
+///   `callbacks->userdata` and `transport->userdata` must stay valid until
+///   `dmd_server_free` returns. On success `*out` is a new server the caller frees with
+///   `dmd_server_free`; on failure `*out` is not written.
+/// - NULL: `config`, `callbacks`, `out`, `config->server_id`, a required HTTPS string or
+///   `transport->send` NULL gives `DMD_ERR_NULL_ARGUMENT`; NULL host callback functions
+///   are allowed (see `dmd_host_callbacks`).
 /// - Threads: any thread, concurrently.
 /// - Signals: the HTTPS stack may write to a socket whose peer has closed it; the process
 ///   must ignore SIGPIPE (`signal(SIGPIPE, SIG_IGN)` at start, as Rust programs do),
@@ -263,61 +416,19 @@ pub unsafe extern "C" fn dmd_server_new(
         // SAFETY: forwarded from the caller.
         let callbacks = *unsafe { arg_ref(callbacks, "callbacks") }?;
         check_out(out, "out")?;
-        // SAFETY (this block): the caller guarantees the strings and arrays.
-        let (server_id, listen, cert, key, trust, peers) = unsafe {
-            (
-                arg_str(config.server_id, "config->server_id")?,
-                arg_str(config.listen_address, "config->listen_address")?,
-                arg_str(config.cert_pem, "config->cert_pem")?,
-                arg_str(config.key_pem, "config->key_pem")?,
-                arg_str(config.trust_pem, "config->trust_pem")?,
-                read_peers(config.peers, config.peer_count)?,
-            )
-        };
-        let listen: SocketAddr = listen
-            .parse()
-            .map_err(|e| Failure::invalid("config->listen_address", e))?;
-        let transport = Arc::new(LateTransport::default());
-        let server = DelegationServer::new(
-            ServerConfig::new(server_id),
-            Arc::new(CHost { callbacks }),
-            transport.clone(),
-        )?;
+        // SAFETY: forwarded from the caller.
+        let options = unsafe { read_config(config) }?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("dmdelegate")
             .enable_all()
             .build()
             .map_err(|e| Failure::new(dmd_result::DMD_ERR_RUNTIME, format!("runtime: {e}")))?;
-        let listener = runtime
-            .block_on(tokio::net::TcpListener::bind(listen))
-            .map_err(|e| transport_err(&format!("binding {listen}"), e))?;
-        let local_addr = listener
-            .local_addr()
-            .map_err(|e| transport_err("listener", e))?;
-        let watcher = {
-            let _inside = runtime.enter();
-            server.spawn_deadline_watcher(WATCH_PERIOD)
-        };
+        let server = runtime.block_on(Server::start(options, Arc::new(CHost { callbacks })))?;
         let handle = dmd_server {
             server: Some(server),
-            transport,
-            network: Mutex::new(Network {
-                listener: Some(listener),
-                endpoint: None,
-                identity: Identity {
-                    cert_chain_pem: cert.to_string(),
-                    key_pem: key.to_string(),
-                },
-                trust_pem: trust.to_string(),
-            }),
-            local_addr,
-            watcher: Some(watcher),
             runtime: Some(runtime),
         };
-        if !peers.is_empty() {
-            handle.set_peers(&peers)?;
-        }
         // SAFETY: `out` is non-NULL and writable.
         unsafe { out.write(Box::into_raw(Box::new(handle))) };
         Ok(())
@@ -327,8 +438,9 @@ pub unsafe extern "C" fn dmd_server_new(
 /// Sets the peers and starts the HTTPS endpoint and transport, for a server created with
 /// no peers (so that two servers on port 0 can learn each other's port first).
 ///
-/// Returns `DMD_OK`; `DMD_ERR_INVALID_STATE` when the peers are already set;
-/// `DMD_ERR_TRANSPORT` when the PEM data is not usable or an endpoint is not `https://`.
+/// Returns `DMD_OK`; `DMD_ERR_INVALID_STATE` when the peers are already set or the
+/// server uses its own transport; `DMD_ERR_INVALID_ARGUMENT` for a bad ServerID, a
+/// ServerID given twice, or an endpoint that is not `https://`.
 ///
 /// - Ownership: `peers` stays the caller's (copied).
 /// - NULL: `server` NULL, or `peers` NULL with `peer_count` > 0, gives
@@ -349,11 +461,14 @@ pub unsafe extern "C" fn dmd_server_set_peers(
         let s = unsafe { arg_ref(server.cast_const(), "server") }?;
         // SAFETY: forwarded from the caller.
         let peers = unsafe { read_peers(peers, peer_count) }?;
-        s.set_peers(&peers)
+        let (server, _) = s.parts()?;
+        Ok(server.set_peers(peers)?)
     })
 }
 
-/// Writes the TCP port the server listens on to `*port` (useful with port 0).
+/// Writes the TCP port the HTTPS endpoint listens on to `*port` (useful with port 0).
+///
+/// Returns `DMD_OK`, or `DMD_ERR_INVALID_STATE` for a server with its own transport.
 ///
 /// - NULL: `server` or `port` NULL gives `DMD_ERR_NULL_ARGUMENT`.
 /// - Threads: any thread.
@@ -370,8 +485,18 @@ pub unsafe extern "C" fn dmd_server_local_port(
         // SAFETY: forwarded from the caller.
         let s = unsafe { arg_ref(server, "server") }?;
         check_out(port, "port")?;
+        let addr = s
+            .server
+            .as_ref()
+            .and_then(Server::local_addr)
+            .ok_or_else(|| {
+                Failure::new(
+                    dmd_result::DMD_ERR_INVALID_STATE,
+                    "the server has no HTTPS endpoint (it uses the host's transport)",
+                )
+            })?;
         // SAFETY: non-NULL and writable.
-        unsafe { port.write(s.local_addr.port()) };
+        unsafe { port.write(addr.port()) };
         Ok(())
     })
 }
@@ -386,20 +511,47 @@ fn fresh_session_id() -> String {
     format!("c-{:016x}", h.finish())
 }
 
-/// Starts a delegation of device `device_id` with `peer`: sends DELEGATION_NOTIF and
-/// writes the new session id into `session_id_buf` (needed-length convention; at most
-/// `DMD_SESSION_ID_MAX` + 1 bytes are needed, so a buffer that large always fits). This
-/// server is DMS-1 for methods 1 and 3, DMS-2 for 2 and 4. The rest runs in the
-/// background; follow it with `dmd_server_wait` or the `on_event` callback.
-///
-/// `subtrees`: `subtree_count` entries, each a URI and rights such as `Add+Get+Replace`.
+/// What `dmd_server_start_delegation` starts. Read during the call only.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct dmd_delegation_request {
+    /// The peer's ServerID. Required.
+    pub peer: *const c_char,
+    /// The method, 1 to 4: this server is DMS-1 for 1 and 3, DMS-2 for 2 and 4.
+    pub method: u8,
+    /// `DMD_DELEGATION_TYPE_FULL` or `DMD_DELEGATION_TYPE_PARTIAL`.
+    pub delegation_type: dmd_delegation_type_arg,
+    /// The device's id. Required.
+    pub device_id: *const c_char,
+    /// The device's manufacturer. Required.
+    pub manufacturer: *const c_char,
+    /// The device's model. Required.
+    pub model: *const c_char,
+    /// The subtrees and the rights DMS-2 gets on each, `subtree_count` of them.
+    pub subtrees: *const dmd_subtree,
+    /// How many subtrees.
+    pub subtree_count: usize,
+    /// 0, or the end of a temporary (Partial) delegation in milliseconds since the Unix
+    /// epoch: at that time DMS-1 reverts it.
+    pub expires_ms: i64,
+    /// NULL for a fresh session id, or the id to use (at most `DMD_SESSION_ID_MAX`
+    /// bytes, letters, digits and `-._:`).
+    pub session_id: *const c_char,
+}
+
+/// Starts a delegation: sends DELEGATION_NOTIF and writes the session id into
+/// `session_id_buf` (needed-length convention; `DMD_SESSION_ID_MAX` + 1 bytes always
+/// fit). The rest runs in the background; follow it with `dmd_server_wait` or the
+/// `on_event` callback.
 ///
 /// Returns `DMD_OK`; `DMD_ERR_BUFFER_TOO_SMALL` (checked first: nothing was started);
-/// `DMD_ERR_INVALID_ARGUMENT` for a method outside 1-4, an unknown type, bad rights or
-/// subtree; the engine's error (`DMD_ERR_TRANSPORT`, ...) when the NOTIF cannot be sent.
+/// `DMD_ERR_INVALID_ARGUMENT` for a method outside 1-4, an unknown type, bad rights,
+/// subtree, session id or expiry; `DMD_ERR_INVALID_STATE` when the device is already in
+/// a delegation here; the engine's error (`DMD_ERR_TRANSPORT`, ...) when the NOTIF
+/// cannot be sent.
 ///
 /// - Ownership: every argument stays the caller's.
-/// - NULL: `server`, `peer`, the device strings, `needed`, or `subtrees` with
+/// - NULL: `server`, `request`, a required string, `needed`, or `subtrees` with
 ///   `subtree_count` > 0 NULL gives `DMD_ERR_NULL_ARGUMENT`.
 /// - Threads: any thread except the library's own; blocks until the NOTIF is sent.
 ///
@@ -409,14 +561,7 @@ fn fresh_session_id() -> String {
 #[no_mangle]
 pub unsafe extern "C" fn dmd_server_start_delegation(
     server: *mut dmd_server,
-    peer: *const c_char,
-    method: u8,
-    r#type: dmd_delegation_type_arg,
-    device_id: *const c_char,
-    manufacturer: *const c_char,
-    model: *const c_char,
-    subtrees: *const dmd_subtree,
-    subtree_count: usize,
+    request: *const dmd_delegation_request,
     session_id_buf: *mut c_char,
     len: usize,
     needed: *mut usize,
@@ -424,58 +569,51 @@ pub unsafe extern "C" fn dmd_server_start_delegation(
     crate::ffi_guard!({
         // SAFETY: forwarded from the caller.
         let s = unsafe { arg_ref(server.cast_const(), "server") }?;
-        // SAFETY (this block): the caller guarantees the strings.
-        let (peer, device_id, manufacturer, model) = unsafe {
+        // SAFETY: forwarded from the caller.
+        let r = unsafe { arg_ref(request, "request") }?;
+        check_out(needed, "needed")?;
+        // SAFETY (this block): the caller guarantees the strings and the array.
+        let (peer, device_id, manufacturer, model, subtrees, chosen) = unsafe {
             (
-                arg_str(peer, "peer")?,
-                arg_str(device_id, "device_id")?,
-                arg_str(manufacturer, "manufacturer")?,
-                arg_str(model, "model")?,
+                arg_str(r.peer, "request->peer")?,
+                arg_str(r.device_id, "request->device_id")?,
+                arg_str(r.manufacturer, "request->manufacturer")?,
+                arg_str(r.model, "request->model")?,
+                read_subtrees(r.subtrees, r.subtree_count)?,
+                opt_str(r.session_id, "request->session_id")?,
             )
         };
-        let method = Method::from_number(method).ok_or_else(|| {
-            Failure::invalid("method", format!("{method} is not a method (1 to 4)"))
+        let method = Method::from_number(r.method).ok_or_else(|| {
+            Failure::invalid(
+                "request->method",
+                format!("{} is not a method (1 to 4)", r.method),
+            )
         })?;
-        let dtype = delegation_type(r#type)?;
-        let list = if subtree_count == 0 {
-            &[][..]
-        } else if subtrees.is_null() {
-            return Err(Failure::null("subtrees"));
-        } else {
-            // SAFETY: the caller guarantees `subtree_count` entries.
-            unsafe { std::slice::from_raw_parts(subtrees, subtree_count) }
-        };
-        let mut trees = Vec::new();
-        for t in list {
-            // SAFETY: the caller guarantees the strings.
-            let uri = unsafe { arg_str(t.uri, "subtrees[].uri") }?;
-            // SAFETY: as above.
-            let rights = unsafe { arg_str(t.rights, "subtrees[].rights") }?;
-            let mut parsed = rights
-                .split('+')
-                .map(|r| r.trim().parse::<AclCommand>())
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| Failure::invalid("subtrees[].rights", e))?;
-            parsed.sort();
-            parsed.dedup();
-            trees.push(DelegatedSubtree {
-                uri: uri.to_string(),
-                rights: parsed,
-            });
-        }
-        let id = fresh_session_id();
-        // Checks the buffer before anything starts: with too small a buffer, nothing runs.
-        // SAFETY: forwarded from the caller.
-        unsafe { write_string(&id, std::ptr::null_mut(), 0, needed) }.or_else(|f| {
-            if len > id.len() {
-                Ok(())
-            } else {
-                Err(f)
+        let dtype = delegation_type(r.delegation_type)?;
+        let expires = match r.expires_ms {
+            0 => None,
+            ms if ms < 0 => {
+                return Err(Failure::invalid(
+                    "request->expires_ms",
+                    "must be 0 or a time after 1970",
+                ))
             }
-        })?;
-        let (engine, runtime) = s.parts()?;
-        let request = DelegationRequest {
-            session_id: Some(id),
+            ms => Some(Timestamp(ms)),
+        };
+        let id = chosen.map_or_else(fresh_session_id, str::to_string);
+        if id.len() > DMD_SESSION_ID_MAX {
+            return Err(Failure::invalid(
+                "request->session_id",
+                format!("longer than {DMD_SESSION_ID_MAX} bytes"),
+            ));
+        }
+        // Checks the buffer before anything starts: with too small a buffer, nothing runs.
+        if len <= id.len() {
+            // SAFETY: forwarded from the caller.
+            return unsafe { write_string(&id, session_id_buf, len, needed) };
+        }
+        let (server, runtime) = s.parts()?;
+        let request = StartDelegation {
             peer: peer.to_string(),
             method,
             delegation_type: dtype,
@@ -485,13 +623,63 @@ pub unsafe extern "C" fn dmd_server_start_delegation(
                     manufacturer: manufacturer.to_string(),
                     model: model.to_string(),
                 },
-                subtrees: trees,
+                subtrees,
             },
-            expires: None,
+            expires,
+            session_id: Some(id),
         };
-        let id = runtime.block_on(engine.start_delegation(request))?;
+        let id = runtime.block_on(server.start_delegation(request))?;
         // SAFETY: forwarded from the caller.
         unsafe { write_string(&id, session_id_buf, len, needed) }
+    })
+}
+
+/// Hands the server one message that arrived over the host's own transport (or any
+/// other way), sent by the peer the transport authenticated. The engine processes it,
+/// answering over the transport (`send`) as the protocol requires, including a
+/// DELEGATION_FAILURE for a message that does not fit its session.
+///
+/// `peer`: the ServerID the transport authenticated, or NULL when it authenticates
+/// nobody (then the header's Sender is trusted: use only on a trusted link).
+/// `duplicate`: when not NULL, set to 1 when the message had been received before (same
+/// session and sequence number; nothing was done again), else 0.
+///
+/// Returns `DMD_OK`; `DMD_ERR_DECODE` for a document that is not a valid message;
+/// `DMD_ERR_AUTHENTICATION` when the Sender is not `peer`; `DMD_ERR_WRONG_RECIPIENT`;
+/// `DMD_ERR_UNKNOWN_SESSION`; `DMD_ERR_INVALID_STATE` for a message out of order. A
+/// transport can map these to its own answer (HTTP: 400, 403, 421, 404, 409).
+///
+/// - Ownership: `document` and `peer` stay the caller's.
+/// - NULL: `server`, or `document` with `len` > 0, NULL gives `DMD_ERR_NULL_ARGUMENT`.
+/// - Threads: any thread except the library's own; blocks while the message is processed
+///   (host callbacks may run meanwhile on the library's threads).
+///
+/// # Safety
+///
+/// `server` is NULL or live; `document` NULL or `len` readable bytes; `peer` NULL or a
+/// string; `duplicate` NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn dmd_server_receive(
+    server: *mut dmd_server,
+    peer: *const c_char,
+    document: *const u8,
+    len: usize,
+    duplicate: *mut i32,
+) -> dmd_result {
+    crate::ffi_guard!({
+        // SAFETY: forwarded from the caller.
+        let s = unsafe { arg_ref(server.cast_const(), "server") }?;
+        // SAFETY: forwarded from the caller.
+        let peer = unsafe { opt_str(peer, "peer") }?;
+        // SAFETY: forwarded from the caller.
+        let bytes = unsafe { arg_bytes(document, len, "document") }?;
+        let (server, runtime) = s.parts()?;
+        let receipt = runtime.block_on(server.receive(bytes, peer))?;
+        if !duplicate.is_null() {
+            // SAFETY: non-NULL and writable by the caller's guarantee.
+            unsafe { duplicate.write(i32::from(receipt == Receipt::Duplicate)) };
+        }
+        Ok(())
     })
 }
 
@@ -513,6 +701,13 @@ pub struct dmd_session_state {
     /// The failure's text, NUL-terminated, cut at a UTF-8 boundary if longer; empty when
     /// none.
     pub reason: [c_char; 256],
+    /// End of a temporary delegation (milliseconds since the Unix epoch), 0 when none.
+    pub expires_ms: i64,
+    /// When the current wait ends (milliseconds since the Unix epoch), 0 when none.
+    pub deadline_ms: i64,
+    /// DMS-1: journaled device operations not yet undone; after `ROLLBACK_FAILED`, what
+    /// `dmd_server_retry_rollback` would retry.
+    pub pending_operations: usize,
 }
 
 fn state_of(info: &SessionInfo) -> dmd_session_state {
@@ -523,11 +718,43 @@ fn state_of(info: &SessionInfo) -> dmd_session_state {
         method: info.method.number(),
         reason_code: info.reason.as_ref().map_or(0, |r| r.code),
         reason: [0; 256],
+        expires_ms: info.expires.map_or(0, |t| t.0),
+        deadline_ms: info.deadline.map_or(0, |t| t.0),
+        pending_operations: info.pending_operations,
     };
     let text = info.reason.as_ref().map_or("", |r| r.text.as_str());
     // SAFETY: `out.reason` has 256 writable bytes.
     unsafe { copy_truncated(text, out.reason.as_mut_ptr(), out.reason.len()) };
     out
+}
+
+/// The server, its runtime and a session id argument.
+///
+/// # Safety
+///
+/// `server` is NULL or live; `session_id` NULL or a string.
+unsafe fn session_args<'a>(
+    server: *mut dmd_server,
+    session_id: *const c_char,
+) -> Result<(&'a Server, &'a Runtime, &'a str), Failure> {
+    // SAFETY: forwarded from the caller.
+    let s: &'a dmd_server = unsafe { arg_ref(server.cast_const(), "server") }?;
+    // SAFETY: forwarded from the caller.
+    let id = unsafe { arg_str(session_id, "session_id") }?;
+    let (server, runtime) = s.parts()?;
+    Ok((server, runtime, id))
+}
+
+/// Writes a session's state to `out` unless it is NULL.
+///
+/// # Safety
+///
+/// `out` is NULL or writable.
+unsafe fn write_state(out: *mut dmd_session_state, info: &SessionInfo) {
+    if !out.is_null() {
+        // SAFETY: non-NULL and writable by the caller's guarantee.
+        unsafe { out.write(state_of(info)) };
+    }
 }
 
 /// Waits up to `timeout_ms` milliseconds for session `session_id` to reach a terminal
@@ -554,56 +781,69 @@ pub unsafe extern "C" fn dmd_server_wait(
 ) -> dmd_result {
     crate::ffi_guard!({
         // SAFETY: forwarded from the caller.
-        let s = unsafe { arg_ref(server.cast_const(), "server") }?;
-        // SAFETY: forwarded from the caller.
-        let id = unsafe { arg_str(session_id, "session_id") }?;
+        let (server, runtime, id) = unsafe { session_args(server, session_id) }?;
         check_out(out, "out")?;
-        let (engine, runtime) = s.parts()?;
-        let timeout = Duration::from_millis(timeout_ms);
-        let info = runtime.block_on(async {
-            let start = tokio::time::Instant::now();
-            loop {
-                let left = timeout.saturating_sub(start.elapsed());
-                match engine.wait_until_terminal(id, left).await {
-                    Ok(info) => return Ok(info),
-                    Err(dmdelegate::Error::UnknownSession(_)) if !left.is_zero() => {
-                        tokio::time::sleep(left.min(Duration::from_millis(20))).await
-                    }
-                    Err(dmdelegate::Error::Failed { .. }) => return engine.session(id).await,
-                    Err(e) => return Err(e),
-                }
-            }
-        })?;
-        // SAFETY: non-NULL and writable.
-        unsafe { out.write(state_of(&info)) };
+        let info = runtime.block_on(server.wait(id, Duration::from_millis(timeout_ms)))?;
+        // SAFETY: checked non-NULL, writable by the caller's guarantee.
+        unsafe { write_state(out, &info) };
         Ok(())
     })
 }
 
 /// Cancels a running delegation: rolls back what this server changed and tells the peer
-/// (DELEGATION_FAILURE, reason 150).
+/// (DELEGATION_FAILURE, reason 150). Writes the session's state afterwards to `*out`
+/// when `out` is not NULL.
 ///
 /// Returns `DMD_OK`, `DMD_ERR_UNKNOWN_SESSION`, or `DMD_ERR_INVALID_STATE` when the
 /// session has already ended.
 ///
-/// - NULL: `server` or `session_id` NULL gives `DMD_ERR_NULL_ARGUMENT`.
+/// - NULL: `server` or `session_id` NULL gives `DMD_ERR_NULL_ARGUMENT`; `out` may be NULL.
 /// - Threads: any thread except the library's own; blocks until the rollback is done.
 ///
 /// # Safety
 ///
-/// `server` is NULL or live; `session_id` NULL or a string.
+/// `server` is NULL or live; `session_id` NULL or a string; `out` NULL or writable.
 #[no_mangle]
 pub unsafe extern "C" fn dmd_server_cancel(
     server: *mut dmd_server,
     session_id: *const c_char,
+    out: *mut dmd_session_state,
 ) -> dmd_result {
     crate::ffi_guard!({
         // SAFETY: forwarded from the caller.
-        let s = unsafe { arg_ref(server.cast_const(), "server") }?;
+        let (server, runtime, id) = unsafe { session_args(server, session_id) }?;
+        let info = runtime.block_on(server.cancel(id))?;
+        // SAFETY: `out` is NULL or writable by the caller's guarantee.
+        unsafe { write_state(out, &info) };
+        Ok(())
+    })
+}
+
+/// Runs the inverse operations of a session in `DMD_STATE_ROLLBACK_FAILED` again (for
+/// example once the device is reachable again), and writes the state afterwards to
+/// `*out` when `out` is not NULL: `DMD_STATE_ROLLED_BACK` when every change is undone.
+///
+/// Returns `DMD_OK` (check `out->state`), `DMD_ERR_UNKNOWN_SESSION`, or
+/// `DMD_ERR_INVALID_STATE` when the session is not in `DMD_STATE_ROLLBACK_FAILED`.
+///
+/// - NULL: `server` or `session_id` NULL gives `DMD_ERR_NULL_ARGUMENT`; `out` may be NULL.
+/// - Threads: any thread except the library's own; blocks (the `execute` callback runs).
+///
+/// # Safety
+///
+/// `server` is NULL or live; `session_id` NULL or a string; `out` NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn dmd_server_retry_rollback(
+    server: *mut dmd_server,
+    session_id: *const c_char,
+    out: *mut dmd_session_state,
+) -> dmd_result {
+    crate::ffi_guard!({
         // SAFETY: forwarded from the caller.
-        let id = unsafe { arg_str(session_id, "session_id") }?;
-        let (engine, runtime) = s.parts()?;
-        runtime.block_on(engine.cancel(id))?;
+        let (server, runtime, id) = unsafe { session_args(server, session_id) }?;
+        let info = runtime.block_on(server.retry_rollback(id))?;
+        // SAFETY: `out` is NULL or writable by the caller's guarantee.
+        unsafe { write_state(out, &info) };
         Ok(())
     })
 }
@@ -625,8 +865,8 @@ pub unsafe extern "C" fn dmd_server_session_count(
         // SAFETY: forwarded from the caller.
         let s = unsafe { arg_ref(server.cast_const(), "server") }?;
         check_out(count, "count")?;
-        let (engine, runtime) = s.parts()?;
-        let n = runtime.block_on(engine.sessions())?.len();
+        let (server, runtime) = s.parts()?;
+        let n = runtime.block_on(server.sessions())?.len();
         // SAFETY: non-NULL and writable.
         unsafe { count.write(n) };
         Ok(())
@@ -658,8 +898,8 @@ pub unsafe extern "C" fn dmd_server_session_id(
         // SAFETY: forwarded from the caller.
         let s = unsafe { arg_ref(server.cast_const(), "server") }?;
         check_out(needed, "needed")?;
-        let (engine, runtime) = s.parts()?;
-        let list = runtime.block_on(engine.sessions())?;
+        let (server, runtime) = s.parts()?;
+        let list = runtime.block_on(server.sessions())?;
         let info = list.get(index).ok_or_else(|| {
             Failure::invalid(
                 "index",
@@ -693,10 +933,8 @@ pub unsafe extern "C" fn dmd_server_client_connected(
         let s = unsafe { arg_ref(server.cast_const(), "server") }?;
         // SAFETY: forwarded from the caller.
         let id = unsafe { arg_str(device_id, "device_id") }?;
-        let (engine, runtime) = s.parts()?;
-        let n = runtime
-            .block_on(engine.client_session_established(id))?
-            .len();
+        let (server, runtime) = s.parts()?;
+        let n = runtime.block_on(server.client_connected(id))?.len();
         if !confirmed.is_null() {
             // SAFETY: non-NULL and writable by the caller's guarantee.
             unsafe { confirmed.write(n) };
@@ -708,7 +946,7 @@ pub unsafe extern "C" fn dmd_server_client_connected(
 /// Stops the endpoint, the transport and the deadline watcher, and frees the server.
 /// Blocks until the runtime's threads have stopped (at most about ten seconds; a callback
 /// still running after that is abandoned, so callbacks should return promptly). After it
-/// returns no callback runs.
+/// returns no callback runs. Sessions in a durable store stay there for the next server.
 ///
 /// - Ownership: takes `server`; it must not be used afterwards.
 /// - NULL: `server` NULL does nothing.

@@ -1,9 +1,11 @@
 //! For tests and demos: a test PKI (`dmd_test_pki`, `dmd_identity`), a simulated device
-//! (`dmd_sim_device`) that C host callbacks can forward to, and `dmd_dmacc_simple_tnds`.
+//! (`dmd_sim_device`) that C host callbacks can forward to, a simulated Bootstrap Server
+//! (`dmd_sim_bootstrap_server`) for Methods 3/4, and `dmd_dmacc_simple_tnds`.
 
 use std::ffi::{c_char, CString};
+use std::sync::Arc;
 
-use dmdelegate::sim::{provision_sample_tree, SimDevice};
+use dmdelegate::sim::{provision_sample_tree, SimBootstrapServer, SimDevice};
 use dmdelegate::{CommandOutput, DeviceInfo, DmAcc, MgmtTree};
 use dmdelegate_net::TestPki;
 
@@ -176,7 +178,7 @@ pub unsafe extern "C" fn dmd_identity_free(identity: *mut dmd_identity) {
 /// Opaque: `dmd_sim_device_new`, `dmd_sim_device_free`. Thread-safe: any number of
 /// threads (host callbacks included) may use one at the same time.
 pub struct dmd_sim_device {
-    device: SimDevice,
+    device: Arc<SimDevice>,
 }
 
 /// Creates a device with the sample tree (`./Vendor/Apps/...`, `./Network`, `./DMAcc`)
@@ -223,6 +225,7 @@ pub unsafe extern "C" fn dmd_sim_device_new(
             model: model.to_string(),
         });
         provision_sample_tree(&device, &DmAcc::simple(owner, url, cs, ss));
+        let device = Arc::new(device);
         // SAFETY: non-NULL and writable.
         unsafe { out.write(Box::into_raw(Box::new(dmd_sim_device { device }))) };
         Ok(())
@@ -383,5 +386,124 @@ pub unsafe extern "C" fn dmd_dmacc_simple_tnds(
         let xml = MgmtTree::new(vec![acc.to_node()]).to_xml();
         // SAFETY: forwarded from the caller.
         unsafe { write_string(&xml, buf, len, needed) }
+    })
+}
+
+/// A simulated Bootstrap Server (DMS-2's, for Methods 3/4): it hands a registered DM
+/// account to a device that asks at a registered URL. Opaque:
+/// `dmd_sim_bootstrap_server_new`, `dmd_sim_bootstrap_server_free`. Thread-safe.
+pub struct dmd_sim_bootstrap_server {
+    server: Arc<SimBootstrapServer>,
+}
+
+/// Creates an empty Bootstrap Server and stores it in `*out`.
+///
+/// - Ownership: `*out` is the caller's (`dmd_sim_bootstrap_server_free`).
+/// - NULL: `out` NULL gives `DMD_ERR_NULL_ARGUMENT`.
+/// - Threads: any thread.
+///
+/// # Safety
+///
+/// `out` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn dmd_sim_bootstrap_server_new(
+    out: *mut *mut dmd_sim_bootstrap_server,
+) -> dmd_result {
+    crate::ffi_guard!({
+        check_out(out, "out")?;
+        let server = Arc::new(SimBootstrapServer::new());
+        // SAFETY: non-NULL and writable.
+        unsafe { out.write(Box::into_raw(Box::new(dmd_sim_bootstrap_server { server }))) };
+        Ok(())
+    })
+}
+
+/// Registers the account a device bootstrapping from `url` receives: `dmacc_tnds`, a
+/// TNDS document holding one DMAcc node (what `dmd_dmacc_simple_tnds` writes).
+///
+/// Returns `DMD_OK`, or `DMD_ERR_DECODE` / `DMD_ERR_INVALID_ARGUMENT` for a document
+/// that is not one valid DMAcc.
+///
+/// - Ownership: the strings are copied.
+/// - NULL: any argument NULL gives `DMD_ERR_NULL_ARGUMENT`.
+/// - Threads: any thread.
+///
+/// # Safety
+///
+/// `server` is NULL or live; the strings NULL or NUL-terminated.
+#[no_mangle]
+pub unsafe extern "C" fn dmd_sim_bootstrap_server_register(
+    server: *const dmd_sim_bootstrap_server,
+    url: *const c_char,
+    dmacc_tnds: *const c_char,
+) -> dmd_result {
+    crate::ffi_guard!({
+        // SAFETY: forwarded from the caller.
+        let b = unsafe { arg_ref(server, "server") }?;
+        // SAFETY (this block): the caller guarantees the strings.
+        let (url, tnds) = unsafe { (arg_str(url, "url")?, arg_str(dmacc_tnds, "dmacc_tnds")?) };
+        let tree = MgmtTree::from_xml(tnds.as_bytes())?;
+        let account = match tree.nodes.as_slice() {
+            [node] => DmAcc::from_node(node)?,
+            _ => {
+                return Err(Failure::invalid(
+                    "dmacc_tnds",
+                    "must hold exactly one DMAcc node",
+                ))
+            }
+        };
+        b.server.register(url, account);
+        Ok(())
+    })
+}
+
+/// Frees a Bootstrap Server. NULL does nothing. A device routed to it keeps it alive
+/// until that device is freed.
+///
+/// # Safety
+///
+/// `server` is NULL or from `dmd_sim_bootstrap_server_new`, not yet freed.
+#[no_mangle]
+pub unsafe extern "C" fn dmd_sim_bootstrap_server_free(server: *mut dmd_sim_bootstrap_server) {
+    crate::ffi_guard!((); {
+        if !server.is_null() {
+            // SAFETY: from `Box::into_raw`, given back once.
+            drop(unsafe { Box::from_raw(server) });
+        }
+    })
+}
+
+/// Makes the device behave like a real one in Methods 3/4: when a DMS-1 triggers its
+/// bootstrap (through `dmd_sim_device_execute`), it fetches its bootstrap from
+/// `bootstrap`, installs the account, opens its first DM session with DMS-2 and tells
+/// `dms2` (as `dmd_server_client_connected` would), on `dms2`'s threads. Replaces an
+/// earlier routing.
+///
+/// - Ownership: nothing is taken; the device keeps `bootstrap` alive, and holds `dms2`
+///   weakly (after `dmd_server_free(dms2)` a trigger only logs).
+/// - NULL: any argument NULL gives `DMD_ERR_NULL_ARGUMENT`.
+/// - Threads: any thread except the library's own.
+///
+/// # Safety
+///
+/// Every argument is NULL or live.
+#[no_mangle]
+pub unsafe extern "C" fn dmd_sim_device_route_bootstrap(
+    device: *const dmd_sim_device,
+    bootstrap: *const dmd_sim_bootstrap_server,
+    dms2: *const crate::server::dmd_server,
+) -> dmd_result {
+    crate::ffi_guard!({
+        // SAFETY (this block): forwarded from the caller.
+        let (d, b, s) = unsafe {
+            (
+                arg_ref(device, "device")?,
+                arg_ref(bootstrap, "bootstrap")?,
+                arg_ref(dms2, "dms2")?,
+            )
+        };
+        let server = s.facade()?;
+        dmdelegate_net::route_bootstrap(&d.device, b.server.clone(), server);
+        Ok(())
     })
 }

@@ -1,0 +1,285 @@
+//! [`DelegationServer`]: `dmdelegate_net::Server` as a uniffi object.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use dmdelegate::{DelegatedSubtree, DelegationInfo, Method};
+use dmdelegate_net::https::HttpsOptions;
+use dmdelegate_net::{Server, ServerOptions, StartDelegation, Wire};
+
+use crate::error::DelegationError;
+use crate::host::{DelegationHost, ForeignHost};
+use crate::types::{timestamp, DelegationRequest, Session};
+use crate::{on_runtime, runtime};
+
+/// A peer DM Server.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct Peer {
+    /// Its ServerID.
+    pub server_id: String,
+    /// Its delegation endpoint, `https://host:port/dm-delegation`.
+    pub endpoint: String,
+    /// `ip:port` to connect to instead of resolving the endpoint's host.
+    #[uniffi(default = None)]
+    pub address: Option<String>,
+    /// The DNS name its certificate must carry when it is not the ServerID.
+    #[uniffi(default = None)]
+    pub identity: Option<String>,
+}
+
+/// Deadlines of the protocol's steps in milliseconds; a step past its deadline fails
+/// the delegation, which rolls back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Record)]
+pub struct Timeouts {
+    /// Waiting for the peer's next protocol message.
+    #[uniffi(default = 30000)]
+    pub response_ms: u64,
+    /// DMS-2 waiting for DELEGATION_PREPARED.
+    #[uniffi(default = 120000)]
+    pub preparation_ms: u64,
+    /// DMS-1 waiting for DELEGATION_CONFIRM, Methods 1/2.
+    #[uniffi(default = 300000)]
+    pub confirm_ms: u64,
+    /// DMS-1 waiting for DELEGATION_CONFIRM, Methods 3/4.
+    #[uniffi(default = 900000)]
+    pub bootstrap_confirm_ms: u64,
+    /// DMS-2 waiting for the device's first session, Methods 3/4.
+    #[uniffi(default = 900000)]
+    pub client_session_ms: u64,
+}
+
+impl From<Timeouts> for dmdelegate::Timeouts {
+    fn from(t: Timeouts) -> Self {
+        dmdelegate::Timeouts {
+            response: Duration::from_millis(t.response_ms),
+            preparation: Duration::from_millis(t.preparation_ms),
+            confirm: Duration::from_millis(t.confirm_ms),
+            bootstrap_confirm: Duration::from_millis(t.bootstrap_confirm_ms),
+            client_session: Duration::from_millis(t.client_session_ms),
+        }
+    }
+}
+
+/// A server's configuration.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct ServerConfig {
+    /// This server's ServerID (as in its DMAcc and in ACLs).
+    pub server_id: String,
+    /// `ip:port` to listen on, for example `127.0.0.1:0` (0: any free port).
+    pub listen_address: String,
+    /// Certificate chain (PEM), TLS server and client certificate; carries the ServerID.
+    pub cert_pem: String,
+    /// Its private key (PEM).
+    pub key_pem: String,
+    /// CA certificates (PEM) peers' certificates must chain to.
+    pub trust_pem: String,
+    /// The peers; empty to set them later with `setPeers`.
+    #[uniffi(default = [])]
+    pub peers: Vec<Peer>,
+    /// Deadlines; the defaults when absent.
+    #[uniffi(default = None)]
+    pub timeouts: Option<Timeouts>,
+    /// A SQLite file for durable sessions; in memory when absent.
+    #[uniffi(default = None)]
+    pub store_path: Option<String>,
+}
+
+fn peers(list: Vec<Peer>) -> Result<Vec<dmdelegate_net::Peer>, DelegationError> {
+    list.into_iter()
+        .map(|p| {
+            let address = p
+                .address
+                .map(|a| {
+                    a.parse::<SocketAddr>()
+                        .map_err(|e| DelegationError::invalid("peers[].address", e))
+                })
+                .transpose()?;
+            Ok(dmdelegate_net::Peer {
+                server_id: p.server_id,
+                endpoint: p.endpoint,
+                identity: p.identity,
+                address,
+            })
+        })
+        .collect()
+}
+
+/// One DM Server's delegation engine (DMS-1 and DMS-2 at once, any number of sessions)
+/// serving the HTTPS binding with mutual TLS, with the host's [`DelegationHost`].
+///
+/// Every method may be called from any thread; the waiting ones are `suspend` / `async`.
+/// `close` stops it (also when the object is released).
+#[derive(uniffi::Object)]
+pub struct DelegationServer {
+    inner: Arc<Server>,
+}
+
+impl std::fmt::Debug for DelegationServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("DelegationServer")
+            .field(&self.inner)
+            .finish()
+    }
+}
+
+impl DelegationServer {
+    pub(crate) fn facade(&self) -> &Server {
+        &self.inner
+    }
+}
+
+#[uniffi::export]
+impl DelegationServer {
+    /// Starts a server: opens the store, binds the address and, when peers are given,
+    /// serves at once. Unfinished delegations in a durable store resume or roll back.
+    #[uniffi::constructor]
+    pub async fn start(
+        config: ServerConfig,
+        host: Arc<dyn DelegationHost>,
+    ) -> Result<Arc<Self>, DelegationError> {
+        let listen: SocketAddr = config
+            .listen_address
+            .parse()
+            .map_err(|e| DelegationError::invalid("listenAddress", e))?;
+        let wire = Wire::Https {
+            listen,
+            identity: dmdelegate_net::Identity {
+                cert_chain_pem: config.cert_pem,
+                key_pem: config.key_pem,
+            },
+            trust_pem: config.trust_pem,
+            peers: peers(config.peers)?,
+            options: HttpsOptions::default(),
+        };
+        let mut options = ServerOptions::new(config.server_id, wire);
+        if let Some(t) = config.timeouts {
+            options.timeouts = t.into();
+        }
+        options.store_path = config.store_path.map(PathBuf::from);
+        let host = Arc::new(ForeignHost(host));
+        let server = on_runtime(async move { Ok(Server::start(options, host).await?) }).await?;
+        Ok(Arc::new(DelegationServer {
+            inner: Arc::new(server),
+        }))
+    }
+
+    /// Sets the peers and starts serving, for a server started without them. Once only.
+    pub fn set_peers(&self, peers: Vec<Peer>) -> Result<(), DelegationError> {
+        let list = self::peers(peers)?;
+        let _inside = runtime().enter();
+        Ok(self.inner.set_peers(list)?)
+    }
+
+    /// This server's ServerID.
+    pub fn server_id(&self) -> String {
+        self.inner.server_id().to_string()
+    }
+
+    /// The TCP port the endpoint listens on.
+    pub fn local_port(&self) -> u16 {
+        self.inner.local_addr().map_or(0, |a| a.port())
+    }
+
+    /// The delegation endpoint's URL on `host`, for a peer's configuration.
+    pub fn endpoint_url(&self, host: String) -> String {
+        self.inner.endpoint_url(&host).unwrap_or_default()
+    }
+
+    /// Starts a delegation (sends DELEGATION_NOTIF) and returns its session id; the rest
+    /// runs in the background (`wait`, or the host's `onEvent`).
+    pub async fn start_delegation(
+        &self,
+        request: DelegationRequest,
+    ) -> Result<String, DelegationError> {
+        let method = Method::from_number(request.method).ok_or_else(|| {
+            DelegationError::invalid("method", format!("{} is not 1 to 4", request.method))
+        })?;
+        let subtrees = request
+            .subtrees
+            .into_iter()
+            .map(DelegatedSubtree::try_from)
+            .collect::<Result<Vec<_>, _>>()?;
+        let start = StartDelegation {
+            peer: request.peer,
+            method,
+            delegation_type: request.delegation_type.into(),
+            info: DelegationInfo {
+                device: request.device.into(),
+                subtrees,
+            },
+            expires: timestamp(request.expires_ms, "expiresMs")?,
+            session_id: request.session_id,
+        };
+        let server = self.inner.clone();
+        on_runtime(async move { Ok(server.start_delegation(start).await?) }).await
+    }
+
+    /// Waits at most `timeout_ms` for the session to finish (Completed, Rejected,
+    /// RolledBack, RollbackFailed, Expired) and returns it as it is then. A session not
+    /// known yet is waited for too.
+    pub async fn wait(
+        &self,
+        session_id: String,
+        timeout_ms: u64,
+    ) -> Result<Session, DelegationError> {
+        let server = self.inner.clone();
+        on_runtime(async move {
+            Ok(server
+                .wait(&session_id, Duration::from_millis(timeout_ms))
+                .await?
+                .into())
+        })
+        .await
+    }
+
+    /// One session.
+    pub async fn session(&self, session_id: String) -> Result<Session, DelegationError> {
+        let server = self.inner.clone();
+        on_runtime(async move { Ok(server.session(&session_id).await?.into()) }).await
+    }
+
+    /// Every session this server keeps, finished ones included, oldest first.
+    pub async fn sessions(&self) -> Result<Vec<Session>, DelegationError> {
+        let server = self.inner.clone();
+        on_runtime(async move {
+            Ok(server
+                .sessions()
+                .await?
+                .into_iter()
+                .map(Session::from)
+                .collect())
+        })
+        .await
+    }
+
+    /// Cancels an unfinished delegation: DELEGATION_FAILURE to the peer, rollback.
+    pub async fn cancel(&self, session_id: String) -> Result<Session, DelegationError> {
+        let server = self.inner.clone();
+        on_runtime(async move { Ok(server.cancel(&session_id).await?.into()) }).await
+    }
+
+    /// Runs the inverse operations of a RollbackFailed session again.
+    pub async fn retry_rollback(&self, session_id: String) -> Result<Session, DelegationError> {
+        let server = self.inner.clone();
+        on_runtime(async move { Ok(server.retry_rollback(&session_id).await?.into()) }).await
+    }
+
+    /// DMS-2, Methods 3/4: the device opened its first DM session after bootstrapping;
+    /// confirms the sessions waiting for it and returns their ids.
+    pub async fn client_connected(
+        &self,
+        device_id: String,
+    ) -> Result<Vec<String>, DelegationError> {
+        let server = self.inner.clone();
+        on_runtime(async move { Ok(server.client_connected(&device_id).await?) }).await
+    }
+
+    /// Stops the endpoint, the transport and the deadline watcher. Idempotent; sessions in
+    /// a durable store stay for the next start.
+    pub fn close(&self) {
+        let _inside = runtime().enter();
+        self.inner.shutdown();
+    }
+}
