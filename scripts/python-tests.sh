@@ -14,4 +14,8 @@ pytest -q -p no:cacheprovider --import-mode=importlib python/tests
 (cd "$venv" && python -m mypy.stubtest dmdelegate._native)
 python -m mypy --strict --cache-dir "$venv/.mypy_cache" python/tests examples/python
 python examples/python/delegate.py 1 partial >/dev/null
+for method in 1 2 3 4; do
+    python examples/python/server.py "$method" full >/dev/null
+done
+python examples/python/server.py 1 partial >/dev/null
 echo "python: examples ran"

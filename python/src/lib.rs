@@ -6,110 +6,18 @@ use std::time::Duration;
 
 use dmdelegate::{DelegationType, Error, Message, Method, State};
 use dmdelegate_net::{LocalOptions, LocalPair as NetLocalPair};
-use pyo3::create_exception;
-use pyo3::exceptions::{PyException, PyKeyboardInterrupt, PyValueError};
+use pyo3::exceptions::PyKeyboardInterrupt;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
-create_exception!(
-    _native,
-    DelegationError,
-    PyException,
-    "Base of every dmdelegate error."
-);
-create_exception!(
-    _native,
-    DecodeError,
-    DelegationError,
-    "A document could not be decoded; `field` names the offending field."
-);
-create_exception!(
-    _native,
-    InvalidArgumentError,
-    DelegationError,
-    "An argument is not valid."
-);
-create_exception!(
-    _native,
-    InvalidStateError,
-    DelegationError,
-    "The message or call does not fit the session's state."
-);
-create_exception!(
-    _native,
-    UnknownSessionError,
-    DelegationError,
-    "No such delegation session."
-);
-create_exception!(
-    _native,
-    AuthenticationError,
-    DelegationError,
-    "The sender is not who the transport authenticated."
-);
-create_exception!(
-    _native,
-    DeviceError,
-    DelegationError,
-    "The device refused or failed an operation."
-);
-create_exception!(
-    _native,
-    HostError,
-    DelegationError,
-    "A host callback failed."
-);
-create_exception!(
-    _native,
-    TransportError,
-    DelegationError,
-    "A message could not be delivered to the peer."
-);
-create_exception!(
-    _native,
-    StoreError,
-    DelegationError,
-    "The session store failed."
-);
-create_exception!(
-    _native,
-    FailedError,
-    DelegationError,
-    "The delegation failed and was rolled back."
-);
+mod errors;
+mod host;
+mod logging;
+mod server;
+mod sim;
+mod types;
 
-/// Maps the core's one error enum to the exception hierarchy, with `reason_code` (and
-/// `field` for decode errors) set on the exception.
-fn to_py_err(py: Python<'_>, e: Error) -> PyErr {
-    let reason = e.reason().code();
-    let message = e.to_string();
-    let field = match &e {
-        Error::Decode(
-            dmdelegate::DecodeError::InvalidField { field, .. }
-            | dmdelegate::DecodeError::MissingField { field },
-        )
-        | Error::InvalidArgument { field, .. } => Some(field.clone()),
-        _ => None,
-    };
-    let err = match e {
-        Error::Decode(_) => DecodeError::new_err(message),
-        Error::InvalidArgument { .. } => InvalidArgumentError::new_err(message),
-        Error::UnknownSession(_) => UnknownSessionError::new_err(message),
-        Error::InvalidState(_) => InvalidStateError::new_err(message),
-        Error::Authentication(_) | Error::WrongRecipient { .. } => {
-            AuthenticationError::new_err(message)
-        }
-        Error::Device { .. } => DeviceError::new_err(message),
-        Error::Host { .. } => HostError::new_err(message),
-        Error::Transport { .. } => TransportError::new_err(message),
-        Error::Store(_) => StoreError::new_err(message),
-        Error::Failed { .. } => FailedError::new_err(message),
-    };
-    let value = err.value(py);
-    let _ = value.setattr("reason_code", reason);
-    let _ = value.setattr("field", field);
-    err
-}
+use errors::{invalid, to_py_err};
 
 /// A decoded protocol message.
 #[pyclass(frozen, module = "dmdelegate._native")]
@@ -229,19 +137,15 @@ impl Outcome {
     }
 }
 
-fn parse_run_args(method: u8, delegation_type: &str) -> PyResult<(Method, DelegationType)> {
-    let m = Method::from_number(method)
-        .ok_or_else(|| PyValueError::new_err(format!("method must be 1 to 4, not {method}")))?;
-    let t = match delegation_type.to_ascii_lowercase().as_str() {
-        "full" => DelegationType::Full,
-        "partial" => DelegationType::Partial,
-        other => {
-            return Err(PyValueError::new_err(format!(
-                "delegation_type must be 'full' or 'partial', not {other:?}"
-            )))
-        }
-    };
-    Ok((m, t))
+fn parse_run_args(
+    py: Python<'_>,
+    method: i64,
+    delegation_type: &str,
+) -> PyResult<(Method, DelegationType)> {
+    Ok((
+        types::parse_method(py, method)?,
+        types::parse_type(py, delegation_type)?,
+    ))
 }
 
 async fn run_pair(
@@ -272,7 +176,7 @@ async fn run_pair(
 
 /// Runs `fut` on the shared runtime while the calling thread waits without the GIL,
 /// waking every 100 ms to let Ctrl-C through (KeyboardInterrupt cancels the work).
-fn block_on<T: Send + 'static>(
+pub(crate) fn block_on<T: Send + 'static>(
     py: Python<'_>,
     fut: impl std::future::Future<Output = T> + Send + 'static,
 ) -> PyResult<T> {
@@ -318,15 +222,23 @@ impl LocalPair {
         let started = block_on(py, async {
             NetLocalPair::start(LocalOptions::default()).await
         })?;
-        let pair = started.map_err(|e| TransportError::new_err(e.to_string()))?;
+        let pair = started.map_err(|e| {
+            errors::new_err(
+                py,
+                errors::Kind::Transport,
+                e.to_string(),
+                dmdelegate::ReasonCode::PeerUnreachable.code(),
+                None,
+            )
+        })?;
         Ok(Self {
             inner: Arc::new(pair),
         })
     }
 
     /// Runs one delegation to its end (blocking, GIL released, Ctrl-C interrupts).
-    fn run(&self, py: Python<'_>, method: u8, delegation_type: &str) -> PyResult<Outcome> {
-        let (m, t) = parse_run_args(method, delegation_type)?;
+    fn run(&self, py: Python<'_>, method: i64, delegation_type: &str) -> PyResult<Outcome> {
+        let (m, t) = parse_run_args(py, method, delegation_type)?;
         let pair = self.inner.clone();
         block_on(py, run_pair(pair, m, t))?.map_err(|e| to_py_err(py, e))
     }
@@ -335,10 +247,10 @@ impl LocalPair {
     fn run_async<'py>(
         &self,
         py: Python<'py>,
-        method: u8,
+        method: i64,
         delegation_type: &str,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let (m, t) = parse_run_args(method, delegation_type)?;
+        let (m, t) = parse_run_args(py, method, delegation_type)?;
         let pair = self.inner.clone();
         pyo3_async_runtimes::tokio::future_into_py(py, async move {
             match run_pair(pair, m, t).await {
@@ -359,10 +271,16 @@ impl LocalPair {
     }
 
     /// Whether `server_id` may run `command` (`Get`, `Replace`, …) on the node at `uri`.
-    fn device_permits(&self, server_id: &str, command: &str, uri: &str) -> PyResult<bool> {
+    fn device_permits(
+        &self,
+        py: Python<'_>,
+        server_id: &str,
+        command: &str,
+        uri: &str,
+    ) -> PyResult<bool> {
         let cmd = command
             .parse::<dmdelegate::AclCommand>()
-            .map_err(|e| PyValueError::new_err(e.to_string()))?;
+            .map_err(|e| invalid(py, "command", e))?;
         Ok(self.inner.testbed.device.permits(server_id, cmd, uri))
     }
 }
@@ -402,32 +320,35 @@ fn terminal_states() -> Vec<String> {
     .collect()
 }
 
-mod logging;
-
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    let py = m.py();
-    m.add("DelegationError", py.get_type::<DelegationError>())?;
-    m.add("DecodeError", py.get_type::<DecodeError>())?;
-    m.add(
-        "InvalidArgumentError",
-        py.get_type::<InvalidArgumentError>(),
-    )?;
-    m.add("InvalidStateError", py.get_type::<InvalidStateError>())?;
-    m.add("UnknownSessionError", py.get_type::<UnknownSessionError>())?;
-    m.add("AuthenticationError", py.get_type::<AuthenticationError>())?;
-    m.add("DeviceError", py.get_type::<DeviceError>())?;
-    m.add("HostError", py.get_type::<HostError>())?;
-    m.add("TransportError", py.get_type::<TransportError>())?;
-    m.add("StoreError", py.get_type::<StoreError>())?;
-    m.add("FailedError", py.get_type::<FailedError>())?;
+    errors::register(m)?;
     m.add_class::<DelegationMessage>()?;
     m.add_class::<Outcome>()?;
     m.add_class::<LocalPair>()?;
+    m.add_class::<types::Device>()?;
+    m.add_class::<types::Subtree>()?;
+    m.add_class::<types::Step>()?;
+    m.add_class::<types::Session>()?;
+    m.add_class::<types::Offer>()?;
+    m.add_class::<types::Event>()?;
+    m.add_class::<types::Command>()?;
+    m.add_class::<types::CommandResult>()?;
+    m.add_class::<types::Rejection>()?;
+    m.add_class::<types::DmAccount>()?;
+    m.add_class::<server::Timeouts>()?;
+    m.add_class::<server::Peer>()?;
+    m.add_class::<server::ServerConfig>()?;
+    m.add_class::<server::Server>()?;
+    m.add_class::<sim::Identity>()?;
+    m.add_class::<sim::TestPki>()?;
+    m.add_class::<sim::SimDevice>()?;
+    m.add_class::<sim::SimBootstrapServer>()?;
     m.add_function(wrap_pyfunction!(validate, m)?)?;
     m.add_function(wrap_pyfunction!(reason_description, m)?)?;
     m.add_function(wrap_pyfunction!(version, m)?)?;
     m.add_function(wrap_pyfunction!(terminal_states, m)?)?;
+    m.add_function(wrap_pyfunction!(types::simple_dmacc_tnds, m)?)?;
     logging::install();
     Ok(())
 }

@@ -51,8 +51,9 @@ impl<S: Subscriber> Layer<S> for PythonLogging {
         let mut text = Text::default();
         event.record(&mut text);
         let target = format!("dmdelegate.{}", meta.target());
-        // Never block a runtime thread on a Python error: logging is best effort.
-        Python::attach(|py| {
+        // Never block a runtime thread on a Python error: logging is best effort, and
+        // nothing is logged once the interpreter is shutting down.
+        Python::try_attach(|py| {
             let Ok(logging) = py.import("logging") else {
                 return;
             };
