@@ -6,17 +6,21 @@
 #   3. compile the header as C11 and as C++17 with -Wall -Wextra -Werror -pedantic;
 #   4. build bindings/c/tests/test_api.c against the static library with ASan + UBSan and
 #      run it;
-#   4b. the same for bindings/c/tests/test_server.c (dmd_server, C host callbacks), and
+#   4b. the same for the dmd_server tests (C host callbacks, servers.h): test_server.c
+#      (mutual TLS, Methods 1-4), test_failures.c (failures and rollbacks over mutual TLS)
+#      and test_transport.c (the host's own transport, deadlines, expiry, SQLite store);
 #      build examples/c with cmake and run it (exit 0 required);
-#   5. build both again without sanitizers and run it under valgrind (memcheck, full leak
-#      check; any error or definite/possible leak fails; the few third-party false
-#      positives are suppressed by bindings/c/tests/valgrind.supp, each one justified).
+#   5. build every test program again without sanitizers and run it under valgrind
+#      (memcheck, full leak check; any error or definite/possible leak fails; the few
+#      third-party false positives are suppressed by bindings/c/tests/valgrind.supp, each
+#      one justified).
 # Last line: "c-tests: N passed, M failed" (N counts the header checks and every test case
-# of both runs). Exits non-zero on any failure.
+# of every run). Exits non-zero on any failure.
 #
 # Environment: CC (default gcc), CXX (default g++), CBINDGEN (default: cbindgen on PATH or
-# in ~/.cargo/bin, installed when missing), C_TESTS_QUICK=1 (one delegation over the network
-# instead of eight, for a fast local loop), C_TESTS_NO_VALGRIND=1 (skip step 5).
+# in ~/.cargo/bin, installed when missing), C_TESTS_QUICK=1 (fewer delegations over the
+# network: test_api and test_server run --quick, for a fast local loop),
+# C_TESTS_NO_VALGRIND=1 (skip step 5).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -43,7 +47,7 @@ finish() {
   [ "$failed" -eq 0 ]
 }
 
-# Adds a test_api run's "test_api: N passed, M failed" line to the totals; a run that
+# Adds a test program's "PROGRAM: N passed, M failed" line to the totals; a run that
 # crashed or printed no summary counts as one failure.
 count_run() { # log status what [program]
   local log=$1 status=$2 what=$3 prog=${4:-test_api} line
@@ -115,30 +119,36 @@ else
   fail "C++17 ($CXX)"
 fi
 
-step "test_api with AddressSanitizer and UndefinedBehaviorSanitizer"
+# Builds PROGRAM (bindings/c/tests/PROGRAM.c) with ASan + UBSan and runs it with ARGS;
+# WHAT names the run in the count.
 SAN=(-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer)
-"$CC" -std=c11 "${WARN[@]}" -g -O1 "${SAN[@]}" -Iinclude -Ibindings/c/tests bindings/c/tests/test_api.c \
-  "$LIB" "${LIBS[@]}" -o "$OUT/test_api_asan"
-set +e
-ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:strict_string_checks=1:detect_stack_use_after_return=1 \
-  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-  "$OUT/test_api_asan" "${TEST_ARGS[@]}" >"$OUT/asan.log" 2>&1
-status=$?
-set -e
-cat "$OUT/asan.log"
-count_run "$OUT/asan.log" "$status" "ASan/UBSan run"
+asan_run() { # program what args...
+  local prog=$1 what=$2 status log
+  shift 2
+  log="$OUT/asan-$prog.log"
+  "$CC" -std=c11 "${WARN[@]}" -g -O1 "${SAN[@]}" -Iinclude -Ibindings/c/tests "bindings/c/tests/$prog.c" \
+    "$LIB" "${LIBS[@]}" -o "$OUT/${prog}_asan"
+  set +e
+  ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:strict_string_checks=1:detect_stack_use_after_return=1 \
+    UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+    "$OUT/${prog}_asan" "$@" >"$log" 2>&1
+  status=$?
+  set -e
+  cat "$log"
+  count_run "$log" "$status" "$what" "$prog"
+}
 
-step "test_server (dmd_server with C host callbacks) with ASan and UBSan"
-"$CC" -std=c11 "${WARN[@]}" -g -O1 "${SAN[@]}" -Iinclude -Ibindings/c/tests bindings/c/tests/test_server.c \
-  "$LIB" "${LIBS[@]}" -o "$OUT/test_server_asan"
-set +e
-ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:strict_string_checks=1:detect_stack_use_after_return=1 \
-  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-  "$OUT/test_server_asan" "${SERVER_ARGS[@]}" >"$OUT/asan-server.log" 2>&1
-status=$?
-set -e
-cat "$OUT/asan-server.log"
-count_run "$OUT/asan-server.log" "$status" "test_server ASan/UBSan run" test_server
+step "test_api with AddressSanitizer and UndefinedBehaviorSanitizer"
+asan_run test_api "ASan/UBSan run" "${TEST_ARGS[@]}"
+
+step "test_server (dmd_server over mutual TLS, C host callbacks) with ASan and UBSan"
+asan_run test_server "test_server ASan/UBSan run" "${SERVER_ARGS[@]}"
+
+step "test_failures (failures and rollbacks over mutual TLS) with ASan and UBSan"
+asan_run test_failures "test_failures ASan/UBSan run" "${SERVER_ARGS[@]}"
+
+step "test_transport (the host's own transport, deadlines, expiry, store) with ASan and UBSan"
+asan_run test_transport "test_transport ASan/UBSan run" "${SERVER_ARGS[@]}"
 
 step "examples/c (cmake) builds and runs"
 if command -v cmake >/dev/null; then
@@ -229,5 +239,11 @@ valgrind_run test_api "valgrind run" "${TEST_ARGS[@]}"
 
 step "test_server under valgrind --leak-check=full"
 valgrind_run test_server "test_server valgrind run" "${SERVER_ARGS[@]}"
+
+step "test_failures under valgrind --leak-check=full"
+valgrind_run test_failures "test_failures valgrind run" "${SERVER_ARGS[@]}"
+
+step "test_transport under valgrind --leak-check=full"
+valgrind_run test_transport "test_transport valgrind run" "${SERVER_ARGS[@]}"
 
 finish

@@ -112,7 +112,7 @@ static int connect_to(dmd_server *s, const char *peer_id, dmd_server *peer) {
     if (dmd_server_local_port(peer, &port) != DMD_OK) return 0;
     snprintf(endpoint, sizeof endpoint, "https://%s:%u/dm-delegation", peer_id, (unsigned)port);
     snprintf(address, sizeof address, "127.0.0.1:%u", (unsigned)port);
-    dmd_peer p = {peer_id, endpoint, address};
+    dmd_peer p = {.server_id = peer_id, .endpoint = endpoint, .address = address};
     dmd_result rc = dmd_server_set_peers(s, &p, 1);
     if (rc != DMD_OK) fail("dmd_server_set_peers", rc);
     return rc == DMD_OK;
@@ -142,11 +142,19 @@ int main(void) {
         goto out;
 
     dmd_subtree apps = {"./Vendor/Apps", "Add+Get+Replace"};
+    dmd_delegation_request request = {
+        .peer = DMS2,
+        .method = 1,
+        .delegation_type = DMD_DELEGATION_TYPE_PARTIAL,
+        .device_id = DEVICE,
+        .manufacturer = "Acme",
+        .model = "Phone X",
+        .subtrees = &apps,
+        .subtree_count = 1,
+    }; /* expires_ms 0: permanent; session_id NULL: a fresh id */
     char id[DMD_SESSION_ID_MAX + 1];
     size_t needed = 0;
-    dmd_result rc = dmd_server_start_delegation(s1, DMS2, 1, DMD_DELEGATION_TYPE_PARTIAL,
-                                                DEVICE, "Acme", "Phone X", &apps, 1, id,
-                                                sizeof id, &needed);
+    dmd_result rc = dmd_server_start_delegation(s1, &request, id, sizeof id, &needed);
     if (rc != DMD_OK) {
         fail("dmd_server_start_delegation", rc);
         goto out;
