@@ -434,8 +434,9 @@ typedef struct dmd_peer {
      */
     const char *address;
     /**
-     * NULL, or the DNS name the peer's TLS certificate must carry when it is not the
-     * ServerID itself.
+     * NULL, or the DNS name the peer's TLS client certificate must carry when it is not
+     * the ServerID itself: it identifies incoming connections. Outgoing connections check
+     * the server certificate against the endpoint's host name.
      */
     const char *identity;
 } dmd_peer;
@@ -759,8 +760,8 @@ typedef struct dmd_delegation_request {
      */
     int64_t expires_ms;
     /**
-     * NULL for a fresh session id, or the id to use (at most `DMD_SESSION_ID_MAX`
-     * bytes, letters, digits and `-._:`).
+     * NULL for a fresh session id, or the id to use (1 to `DMD_SESSION_ID_MAX` bytes of
+     * letters, digits, `-`, `.` and `_`).
      */
     const char *session_id;
 } dmd_delegation_request;
@@ -1299,9 +1300,10 @@ enum dmd_result dmd_server_local_port(const struct dmd_server *server, uint16_t 
  *
  * Returns `DMD_OK`; `DMD_ERR_BUFFER_TOO_SMALL` (checked first: nothing was started);
  * `DMD_ERR_INVALID_ARGUMENT` for a method outside 1-4, an unknown type, bad rights,
- * subtree, session id or expiry; `DMD_ERR_INVALID_STATE` when the device is already in
- * a delegation here; the engine's error (`DMD_ERR_TRANSPORT`, ...) when the NOTIF
- * cannot be sent.
+ * session id or expiry; `DMD_ERR_DECODE` for a subtree list the protocol refuses (none,
+ * or a bad URI); `DMD_ERR_FAILED` (reason 105) when the device is already in a
+ * delegation here; the engine's error (`DMD_ERR_TRANSPORT`, ...) when the NOTIF cannot
+ * be sent.
  *
  * - Ownership: every argument stays the caller's.
  * - NULL: `server`, `request`, a required string, `needed`, or `subtrees` with
@@ -1335,7 +1337,7 @@ enum dmd_result dmd_server_start_delegation(struct dmd_server *server,
  * transport can map these to its own answer (HTTP: 400, 403, 421, 404, 409).
  *
  * - Ownership: `document` and `peer` stay the caller's.
- * - NULL: `server`, or `document` with `len` > 0, NULL gives `DMD_ERR_NULL_ARGUMENT`.
+ * - NULL: `server` or `document` NULL gives `DMD_ERR_NULL_ARGUMENT` (even with `len` 0).
  * - Threads: any thread except the library's own; blocks while the message is processed
  *   (host callbacks may run meanwhile on the library's threads).
  *

@@ -41,6 +41,16 @@ bash scripts/c-tests.sh
 step "Python: pip install ./python, pytest, stubtest, mypy --strict"
 bash scripts/python-tests.sh
 
+step "Kotlin: generated bindings, Maven module (JUnit 5), example"
+bash scripts/kotlin-tests.sh
+
+step "Swift: generated bindings, SwiftPM package (XCTest) in a Debian trixie root"
+bash scripts/swift-tests.sh
+
+step "benchmark harness: a short smoke run (figures in BENCHMARKS.md come from release runs)"
+cargo run -q -p dmdelegate-bench -- all --n 40 --concurrency 4 --inflight 200 --json >/dev/null
+echo "bench: every benchmark ran with zero errors"
+
 step "golden vectors against the XSD"
 bash scripts/validate-vectors.sh
 

@@ -282,6 +282,44 @@ impl Reason {
         }
     }
 
+    /// The largest reason text the wire format carries, in bytes.
+    pub const MAX_TEXT_BYTES: usize = 1024;
+
+    /// The reason as a message can carry it, whatever a host put in it: characters XML
+    /// cannot carry replaced by U+FFFD, surrounding white space trimmed, cut at a
+    /// character boundary to [`Reason::MAX_TEXT_BYTES`] (a stack trace as text must not
+    /// make the FAILURE itself undeliverable), and an unpublishable code made 199.
+    pub fn for_wire(&self) -> Reason {
+        let cleaned: String = self
+            .text
+            .chars()
+            .map(|c| {
+                if crate::xml::is_xml_char(c) {
+                    c
+                } else {
+                    '\u{FFFD}'
+                }
+            })
+            .collect();
+        let mut text = cleaned.trim();
+        if text.len() > Self::MAX_TEXT_BYTES {
+            let mut end = Self::MAX_TEXT_BYTES;
+            while !text.is_char_boundary(end) {
+                end -= 1;
+            }
+            text = text[..end].trim_end();
+        }
+        let code = if (100..=999).contains(&self.code) {
+            self.code
+        } else {
+            ReasonCode::InternalError.code()
+        };
+        Reason {
+            code,
+            text: text.to_string(),
+        }
+    }
+
     /// The published code, when this implementation knows the number.
     pub fn known(&self) -> Option<ReasonCode> {
         ReasonCode::from_code(self.code)
@@ -475,7 +513,7 @@ impl Message {
                     "Delegation/Failure"
                 };
                 check_text(&join(name, "Text"), &r.text, true)?;
-                if r.text.len() > 1024 {
+                if r.text.len() > Reason::MAX_TEXT_BYTES {
                     return Err(invalid(join(name, "Text"), "longer than 1024 bytes"));
                 }
                 if !(100..=999).contains(&r.code) {

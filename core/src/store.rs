@@ -9,6 +9,7 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 
 use crate::engine::SessionRecord;
+use crate::message::Timestamp;
 
 /// A store failure.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -36,6 +37,19 @@ pub trait SessionStore: Send + Sync {
             .await?
             .into_iter()
             .filter(|r| r.is_active())
+            .collect())
+    }
+
+    /// The active sessions that may need the deadline watcher at `now`: a wait past its
+    /// deadline, or a temporary delegation past its end. May return more than that (the
+    /// engine checks each record again under its lock), never less. The default filters
+    /// [`SessionStore::list_active`]; stores should answer from an index.
+    async fn list_due(&self, now: Timestamp) -> Result<Vec<SessionRecord>, StoreError> {
+        Ok(self
+            .list_active()
+            .await?
+            .into_iter()
+            .filter(|r| r.is_due(now))
             .collect())
     }
 
@@ -90,5 +104,37 @@ impl SessionStore for MemoryStore {
     async fn remove(&self, session_id: &str) -> Result<(), StoreError> {
         self.map().remove(session_id);
         Ok(())
+    }
+
+    // Filter before cloning: the default clones every record, which is quadratic when
+    // thousands of delegations start at once.
+    async fn list_active(&self) -> Result<Vec<SessionRecord>, StoreError> {
+        Ok(self
+            .map()
+            .values()
+            .filter(|r| r.is_active())
+            .cloned()
+            .collect())
+    }
+
+    async fn list_due(&self, now: Timestamp) -> Result<Vec<SessionRecord>, StoreError> {
+        Ok(self
+            .map()
+            .values()
+            .filter(|r| r.is_due(now))
+            .cloned()
+            .collect())
+    }
+
+    async fn list_active_for_device(
+        &self,
+        device_id: &str,
+    ) -> Result<Vec<SessionRecord>, StoreError> {
+        Ok(self
+            .map()
+            .values()
+            .filter(|r| r.is_active() && r.info.device.device_id == device_id)
+            .cloned()
+            .collect())
     }
 }

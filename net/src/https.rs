@@ -41,7 +41,9 @@ pub struct Peer {
     pub server_id: String,
     /// Its delegation endpoint, `https://host:port/dm-delegation`.
     pub endpoint: String,
-    /// The DNS name its certificate must carry; the ServerID when absent.
+    /// The DNS name its TLS client certificate must carry (identifying its incoming
+    /// connections); the ServerID when absent. Outgoing connections check the server
+    /// certificate against the endpoint's host name.
     #[serde(default)]
     pub identity: Option<String>,
     /// Connect here instead of resolving the endpoint's host (the certificate is still
@@ -200,7 +202,7 @@ pub(crate) fn spawn_tls_server(
             };
             // Small request/response exchanges: do not wait for delayed ACKs.
             let _ = tcp.set_nodelay(true);
-            let (tls, route) = (tls.clone(), route.clone());
+            let (tls, route, mut stop_connection) = (tls.clone(), route.clone(), stopped.clone());
             tokio::spawn(async move {
                 let stream = match tokio::time::timeout(handshake_timeout, tls.accept(tcp)).await {
                     Ok(Ok(s)) => s,
@@ -215,16 +217,63 @@ pub(crate) fn spawn_tls_server(
                 };
                 let service = hyper_util::service::TowerToHyperService::new(route(&stream));
                 let io = hyper_util::rt::TokioIo::new(stream);
-                if let Err(e) = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(io, service)
-                    .await
-                {
-                    tracing::debug!(%remote, error = %e, "{label}: connection ended");
+                let connection =
+                    hyper::server::conn::http1::Builder::new().serve_connection(io, service);
+                // A stopped endpoint also drops the connections it already has (a peer
+                // reusing one must not reach a server that was shut down).
+                tokio::select! {
+                    served = connection => if let Err(e) = served {
+                        tracing::debug!(%remote, error = %e, "{label}: connection ended");
+                    },
+                    _ = stop_connection.wait_for(|stop| *stop) => {
+                        tracing::debug!(%remote, "{label}: connection closed by shutdown");
+                    }
                 }
             });
         }
     });
     stop
+}
+
+/// The HTTP client settings of the binding: TLS 1.3 with `identity` as client
+/// certificate, peers checked against `trust_pem`, HTTPS only, no Nagle delay.
+pub fn client_builder(
+    identity: &Identity,
+    trust_pem: &str,
+    options: &HttpsOptions,
+) -> Result<reqwest::ClientBuilder, TlsError> {
+    Ok(reqwest::Client::builder()
+        .tls_backend_preconfigured(client_config(identity, trust_pem)?)
+        .https_only(true)
+        .tcp_nodelay(true)
+        .connect_timeout(options.connect_timeout)
+        .timeout(options.request_timeout))
+}
+
+/// A bare HTTPS echo on the binding's stack (TLS 1.3 with client certificates, hyper
+/// HTTP/1.1, axum): `POST` any path, the body comes back. The physical limit the
+/// benchmarks compare delegations with; not for production.
+pub fn serve_echo(
+    listener: TcpListener,
+    identity: &Identity,
+    trust_pem: &str,
+    options: HttpsOptions,
+) -> Result<Endpoint, TlsError> {
+    let tls = TlsAcceptor::from(server_config(identity, trust_pem)?);
+    let local_addr = listener
+        .local_addr()
+        .map_err(|e| TlsError(format!("listener: {e}")))?;
+    let router = Router::new()
+        .route(DELEGATION_PATH, post(|body: Bytes| async move { body }))
+        .layer(DefaultBodyLimit::max(options.max_body_bytes));
+    let stop = spawn_tls_server(
+        listener,
+        tls,
+        options.handshake_timeout,
+        "echo",
+        move |_| router.clone(),
+    );
+    Ok(Endpoint { local_addr, stop })
 }
 
 fn failure_document(to: &Message, me: &str, reason: Reason) -> String {
@@ -318,7 +367,29 @@ pub struct HttpsTransport {
     options: HttpsOptions,
     server: OnceLock<WeakDelegationServer>,
     queues: Mutex<HashMap<String, mpsc::UnboundedSender<Message>>>,
-    delivered: Mutex<Vec<Delivery>>,
+    delivered: Mutex<DeliveryLog>,
+}
+
+/// How many recent deliveries the transport remembers: a long-running server must not
+/// grow without bound.
+pub const DELIVERY_LOG_CAPACITY: usize = 4096;
+
+/// The recent deliveries and the running totals.
+#[derive(Debug, Default)]
+struct DeliveryLog {
+    recent: std::collections::VecDeque<Delivery>,
+    stats: DeliveryStats,
+}
+
+/// Totals of a transport since it started.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct DeliveryStats {
+    /// Messages delivered.
+    pub delivered: u64,
+    /// Messages given up on.
+    pub failed: u64,
+    /// HTTP requests made (retries included).
+    pub attempts: u64,
 }
 
 /// One message this transport delivered (or gave up on).
@@ -354,12 +425,7 @@ impl HttpsTransport {
         peers: &[Peer],
         options: HttpsOptions,
     ) -> Result<Arc<Self>, TlsError> {
-        let mut builder = reqwest::Client::builder()
-            .tls_backend_preconfigured(client_config(identity, trust_pem)?)
-            .https_only(true)
-            .tcp_nodelay(true)
-            .connect_timeout(options.connect_timeout)
-            .timeout(options.request_timeout);
+        let mut builder = client_builder(identity, trust_pem, &options)?;
         for p in peers {
             if !p.endpoint.starts_with("https://") {
                 return Err(TlsError(format!(
@@ -387,8 +453,13 @@ impl HttpsTransport {
             options,
             server: OnceLock::new(),
             queues: Mutex::new(HashMap::new()),
-            delivered: Mutex::new(Vec::new()),
+            delivered: Mutex::new(DeliveryLog::default()),
         }))
+    }
+
+    /// True when `server_id` is one of the configured peers.
+    pub fn has_peer(&self, server_id: &str) -> bool {
+        self.peers.contains_key(server_id)
     }
 
     /// Tells the transport which server's sessions fail when a message cannot be delivered.
@@ -424,29 +495,47 @@ impl HttpsTransport {
         }
     }
 
-    /// Every delivery so far, in order.
+    /// The most recent deliveries (at most [`DELIVERY_LOG_CAPACITY`]), oldest first.
     pub fn deliveries(&self) -> Vec<Delivery> {
+        let log = self.delivered.lock().unwrap_or_else(|p| p.into_inner());
+        log.recent.iter().cloned().collect()
+    }
+
+    /// Totals since the transport started.
+    pub fn stats(&self) -> DeliveryStats {
         self.delivered
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .clone()
+            .stats
     }
 
     /// Delivers one message and records the outcome.
     async fn deliver(&self, peer: &Peer, message: &Message) -> Result<(), String> {
         let began = dmdelegate::Timestamp::now();
         let outcome = self.deliver_with_retries(peer, message).await;
-        self.delivered
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(Delivery {
-                at: began,
-                session_id: message.header.session_id.clone(),
-                recipient: peer.server_id.clone(),
-                kind: message.body.kind(),
-                seq: message.header.seq,
-                outcome: outcome.clone(),
-            });
+        let mut log = self.delivered.lock().unwrap_or_else(|p| p.into_inner());
+        match &outcome {
+            Ok(attempts) => {
+                log.stats.delivered += 1;
+                log.stats.attempts += u64::from(*attempts);
+            }
+            Err(_) => {
+                log.stats.failed += 1;
+                log.stats.attempts += u64::from(self.options.attempts.max(1));
+            }
+        }
+        if log.recent.len() == DELIVERY_LOG_CAPACITY {
+            log.recent.pop_front();
+        }
+        log.recent.push_back(Delivery {
+            at: began,
+            session_id: message.header.session_id.clone(),
+            recipient: peer.server_id.clone(),
+            kind: message.body.kind(),
+            seq: message.header.seq,
+            outcome: outcome.clone(),
+        });
+        drop(log);
         outcome.map(|_| ())
     }
 

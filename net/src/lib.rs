@@ -16,7 +16,8 @@ pub mod sqlite;
 pub mod tls;
 
 pub use https::{
-    serve, Endpoint, HttpsOptions, HttpsSender, HttpsTransport, Peer, DELEGATION_PATH,
+    client_builder, serve, serve_echo, DeliveryStats, Endpoint, HttpsOptions, HttpsSender,
+    HttpsTransport, Peer, DELEGATION_PATH,
 };
 pub use local::{DeviceMode, LocalOptions, LocalPair, NetworkParts, PairDelivery};
 pub use server::{route_bootstrap, Server, ServerOptions, StartDelegation, Wire};

@@ -65,7 +65,6 @@ impl std::fmt::Debug for Wire {
 }
 
 /// Everything a [`Server`] is made from, except the host.
-#[derive(Debug)]
 pub struct ServerOptions {
     /// This server's ServerID (as in its DMAcc and in ACLs).
     pub server_id: String,
@@ -76,8 +75,24 @@ pub struct ServerOptions {
     /// A SQLite file for durable sessions (unfinished ones resume or roll back after a
     /// restart); `None` keeps them in memory.
     pub store_path: Option<PathBuf>,
+    /// A store of the host's own (a database it already runs); takes precedence over
+    /// `store_path`.
+    pub store: Option<Arc<dyn SessionStore>>,
     /// How often deadlines are checked.
     pub watch_period: Duration,
+}
+
+impl std::fmt::Debug for ServerOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerOptions")
+            .field("server_id", &self.server_id)
+            .field("wire", &self.wire)
+            .field("timeouts", &self.timeouts)
+            .field("store_path", &self.store_path)
+            .field("store", &self.store.as_ref().map(|_| "custom"))
+            .field("watch_period", &self.watch_period)
+            .finish()
+    }
 }
 
 impl ServerOptions {
@@ -88,6 +103,7 @@ impl ServerOptions {
             wire,
             timeouts: Timeouts::default(),
             store_path: None,
+            store: None,
             watch_period: DEFAULT_WATCH_PERIOD,
         }
     }
@@ -160,6 +176,7 @@ pub struct Server {
     local_addr: Option<SocketAddr>,
     watcher: Mutex<Option<JoinHandle<()>>>,
     runtime: Handle,
+    closed: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Server {
@@ -188,9 +205,10 @@ impl Server {
     pub async fn start(options: ServerOptions, host: Arc<dyn Host>) -> Result<Self, Error> {
         let mut config = ServerConfig::new(&options.server_id);
         config.timeouts = options.timeouts;
-        let store: Arc<dyn SessionStore> = match &options.store_path {
-            Some(path) => Arc::new(SqliteStore::open(path).map_err(|e| Error::Store(e.0))?),
-            None => Arc::new(MemoryStore::new()),
+        let store: Arc<dyn SessionStore> = match (options.store, &options.store_path) {
+            (Some(store), _) => store,
+            (None, Some(path)) => Arc::new(SqliteStore::open(path).map_err(|e| Error::Store(e.0))?),
+            (None, None) => Arc::new(MemoryStore::new()),
         };
         let late = Arc::new(LateTransport::default());
         let engine =
@@ -233,6 +251,7 @@ impl Server {
             local_addr,
             watcher: Mutex::new(Some(watcher)),
             runtime: Handle::current(),
+            closed: std::sync::atomic::AtomicBool::new(false),
         };
         if !peers.is_empty() {
             server.set_peers(peers)?;
@@ -246,6 +265,7 @@ impl Server {
     /// Errors: [`Error::InvalidState`] on a custom wire or when already set;
     /// [`Error::InvalidArgument`] for a peer whose endpoint is not `https://`.
     pub fn set_peers(&self, peers: Vec<Peer>) -> Result<(), Error> {
+        self.check_open()?;
         let Some(https) = &self.https else {
             return Err(Error::InvalidState(
                 "peers are set only on an HTTPS server".into(),
@@ -288,6 +308,18 @@ impl Server {
         Ok(())
     }
 
+    fn check_open(&self) -> Result<(), Error> {
+        if self.closed.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(Error::InvalidState("the server is shut down".into()));
+        }
+        Ok(())
+    }
+
+    /// True once [`Server::shutdown`] ran.
+    pub fn is_shut_down(&self) -> bool {
+        self.closed.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// This server's ServerID.
     pub fn server_id(&self) -> &str {
         self.engine.server_id()
@@ -304,6 +336,17 @@ impl Server {
             .map(|a| format!("https://{host}:{}{}", a.port(), crate::DELEGATION_PATH))
     }
 
+    /// Totals of the HTTPS transport (zero on a custom wire or before the peers are set).
+    pub fn delivery_stats(&self) -> crate::https::DeliveryStats {
+        self.https
+            .as_ref()
+            .and_then(|h| {
+                let parts = h.lock().unwrap_or_else(|p| p.into_inner());
+                parts.transport.as_ref().map(|t| t.stats())
+            })
+            .unwrap_or_default()
+    }
+
     /// The engine, for what this facade does not cover.
     pub fn engine(&self) -> &DelegationServer {
         &self.engine
@@ -317,6 +360,26 @@ impl Server {
     /// Starts a delegation (sends DELEGATION_NOTIF) and returns its session id; the rest
     /// runs in the background.
     pub async fn start_delegation(&self, request: StartDelegation) -> Result<String, Error> {
+        self.check_open()?;
+        if let Some(https) = &self.https {
+            // Refused before a session exists: an unknown peer is the caller's mistake.
+            let parts = https.lock().unwrap_or_else(|p| p.into_inner());
+            match &parts.transport {
+                // (Delegating to itself is the engine's to refuse, with its own words.)
+                Some(t) if !t.has_peer(&request.peer) && request.peer != self.server_id() => {
+                    return Err(invalid(
+                        "peer",
+                        format!("`{}` is not a configured peer", request.peer),
+                    ))
+                }
+                None => {
+                    return Err(Error::InvalidState(
+                        "no peers configured yet (set_peers)".into(),
+                    ))
+                }
+                Some(_) => {}
+            }
+        }
         self.engine
             .start_delegation(DelegationRequest {
                 session_id: request.session_id,
@@ -332,6 +395,7 @@ impl Server {
     /// Takes one message that arrived over the host's own transport, sent by the
     /// authenticated peer `peer` (`None` when the transport authenticates nobody).
     pub async fn receive(&self, document: &[u8], peer: Option<&str>) -> Result<Receipt, Error> {
+        self.check_open()?;
         self.engine.receive_xml(document, peer).await
     }
 
@@ -383,6 +447,7 @@ impl Server {
 
     /// Stops the endpoint, the transport and the deadline watcher. Idempotent.
     pub fn shutdown(&self) {
+        self.closed.store(true, std::sync::atomic::Ordering::SeqCst);
         if let Some(w) = self
             .watcher
             .lock()

@@ -30,7 +30,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use dmdelegate::{SessionRecord, SessionStore, StoreError};
+use dmdelegate::{SessionRecord, SessionStore, StoreError, Timestamp};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 /// How long a statement waits for another connection's lock before failing.
@@ -226,21 +226,43 @@ fn decode(session_id: &str, json: &str, location: &str) -> Result<SessionRecord,
 
 impl SqliteStore {
     /// Reads the records a `WHERE` clause selects (with at most one parameter).
+    async fn select_where(
+        &self,
+        what: &'static str,
+        filter: &'static str,
+        param: i64,
+    ) -> Result<Vec<SessionRecord>, StoreError> {
+        self.query(what, filter, vec![Box::new(param)]).await
+    }
+
     async fn select(
         &self,
         what: &'static str,
         filter: &'static str,
         param: Option<String>,
     ) -> Result<Vec<SessionRecord>, StoreError> {
+        let params: Vec<Box<dyn rusqlite::ToSql + Send>> = match param {
+            Some(p) => vec![Box::new(p)],
+            None => Vec::new(),
+        };
+        self.query(what, filter, params).await
+    }
+
+    async fn query(
+        &self,
+        what: &'static str,
+        filter: &'static str,
+        params: Vec<Box<dyn rusqlite::ToSql + Send>>,
+    ) -> Result<Vec<SessionRecord>, StoreError> {
         self.run(what.to_string(), move |conn, location| {
             let read_err = |e: rusqlite::Error| StoreError(format!("{what} in {location}: {e}"));
             let sql =
                 format!("SELECT session_id, record FROM sessions {filter} ORDER BY session_id");
             let mut stmt = conn.prepare_cached(&sql).map_err(read_err)?;
-            let params: Vec<&dyn rusqlite::ToSql> = match &param {
-                Some(p) => vec![p],
-                None => Vec::new(),
-            };
+            let params: Vec<&dyn rusqlite::ToSql> = params
+                .iter()
+                .map(|p| p.as_ref() as &dyn rusqlite::ToSql)
+                .collect();
             let rows = stmt
                 .query_map(params.as_slice(), |r| {
                     Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
@@ -319,6 +341,20 @@ impl SessionStore for SqliteStore {
     async fn list_active(&self) -> Result<Vec<SessionRecord>, StoreError> {
         self.select("listing active sessions", "WHERE active = 1", None)
             .await
+    }
+
+    async fn list_due(&self, now: Timestamp) -> Result<Vec<SessionRecord>, StoreError> {
+        // The index on `active` narrows the scan; only rows past their deadline (and the
+        // few completed temporary delegations, whose end is inside the record) are parsed.
+        let now_ms = now.unix_millis();
+        let records = self
+            .select_where(
+                "listing due sessions",
+                "WHERE active = 1 AND (deadline_ms <= ?1 OR state = 'Completed')",
+                now_ms,
+            )
+            .await?;
+        Ok(records.into_iter().filter(|r| r.is_due(now)).collect())
     }
 
     async fn list_active_for_device(

@@ -262,6 +262,18 @@ pub unsafe fn copy_truncated(value: &str, buf: *mut c_char, len: usize) -> usize
     value.len() + 1
 }
 
+/// Refuses a blocking call from one of the library's own runtime threads (a callback):
+/// blocking there would stall, or panic inside, the runtime that serves the call.
+pub fn not_on_library_thread(function: &str) -> Result<(), Failure> {
+    if tokio::runtime::Handle::try_current().is_ok() {
+        return Err(Failure::new(
+            crate::result::dmd_result::DMD_ERR_INVALID_STATE,
+            format!("{function} cannot be called from a library callback"),
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -173,6 +173,7 @@ impl Drop for dmd_local_pair {
 pub unsafe extern "C" fn dmd_local_pair_new(out: *mut *mut dmd_local_pair) -> dmd_result {
     crate::ffi_guard!({
         check_out(out, "out")?;
+        crate::guard::not_on_library_thread("dmd_local_pair_new")?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("dmdelegate")
@@ -274,6 +275,7 @@ pub unsafe extern "C" fn dmd_local_pair_run(
             }
             *used = true;
         }
+        crate::guard::not_on_library_thread("dmd_local_pair_run")?;
         let outcome = runtime.block_on(async {
             let tb = &lp.testbed;
             let id = tb

@@ -21,7 +21,8 @@ use dmdelegate_net::{Identity, Server, ServerOptions, StartDelegation, Wire};
 use tokio::runtime::Runtime;
 
 use crate::guard::{
-    arg_bytes, arg_ref, arg_str, check_out, copy_truncated, opt_str, write_string, Failure,
+    arg_bytes, arg_ref, arg_str, check_out, copy_truncated, not_on_library_thread, opt_str,
+    write_string, Failure,
 };
 use crate::host::{dmd_host_callbacks, dmd_role, dmd_subtree, CHost};
 use crate::local::{delegation_type, dmd_delegation_type_arg, dmd_state};
@@ -41,8 +42,9 @@ pub struct dmd_peer {
     /// NULL, or `ip:port` to connect to instead of resolving the endpoint's host (the
     /// certificate is still checked), for example `127.0.0.1:4431`.
     pub address: *const c_char,
-    /// NULL, or the DNS name the peer's TLS certificate must carry when it is not the
-    /// ServerID itself.
+    /// NULL, or the DNS name the peer's TLS client certificate must carry when it is not
+    /// the ServerID itself: it identifies incoming connections. Outgoing connections check
+    /// the server certificate against the endpoint's host name.
     pub identity: *const c_char,
 }
 
@@ -293,12 +295,7 @@ impl dmd_server {
     /// The facade and the runtime, refusing calls from the runtime's own threads (a
     /// callback calling back would block the thread its own session needs).
     fn parts(&self) -> Result<(&Server, &Runtime), Failure> {
-        if tokio::runtime::Handle::try_current().is_ok() {
-            return Err(Failure::new(
-                dmd_result::DMD_ERR_INVALID_STATE,
-                "dmd_server functions cannot be called from a library callback",
-            ));
-        }
+        not_on_library_thread("dmd_server functions")?;
         match (&self.server, &self.runtime) {
             (Some(s), Some(r)) => Ok((s, r)),
             _ => Err(Failure::new(
@@ -416,6 +413,7 @@ pub unsafe extern "C" fn dmd_server_new(
         // SAFETY: forwarded from the caller.
         let callbacks = *unsafe { arg_ref(callbacks, "callbacks") }?;
         check_out(out, "out")?;
+        not_on_library_thread("dmd_server_new")?;
         // SAFETY: forwarded from the caller.
         let options = unsafe { read_config(config) }?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -534,8 +532,8 @@ pub struct dmd_delegation_request {
     /// 0, or the end of a temporary (Partial) delegation in milliseconds since the Unix
     /// epoch: at that time DMS-1 reverts it.
     pub expires_ms: i64,
-    /// NULL for a fresh session id, or the id to use (at most `DMD_SESSION_ID_MAX`
-    /// bytes, letters, digits and `-._:`).
+    /// NULL for a fresh session id, or the id to use (1 to `DMD_SESSION_ID_MAX` bytes of
+    /// letters, digits, `-`, `.` and `_`).
     pub session_id: *const c_char,
 }
 
@@ -546,9 +544,10 @@ pub struct dmd_delegation_request {
 ///
 /// Returns `DMD_OK`; `DMD_ERR_BUFFER_TOO_SMALL` (checked first: nothing was started);
 /// `DMD_ERR_INVALID_ARGUMENT` for a method outside 1-4, an unknown type, bad rights,
-/// subtree, session id or expiry; `DMD_ERR_INVALID_STATE` when the device is already in
-/// a delegation here; the engine's error (`DMD_ERR_TRANSPORT`, ...) when the NOTIF
-/// cannot be sent.
+/// session id or expiry; `DMD_ERR_DECODE` for a subtree list the protocol refuses (none,
+/// or a bad URI); `DMD_ERR_FAILED` (reason 105) when the device is already in a
+/// delegation here; the engine's error (`DMD_ERR_TRANSPORT`, ...) when the NOTIF cannot
+/// be sent.
 ///
 /// - Ownership: every argument stays the caller's.
 /// - NULL: `server`, `request`, a required string, `needed`, or `subtrees` with
@@ -650,7 +649,7 @@ pub unsafe extern "C" fn dmd_server_start_delegation(
 /// transport can map these to its own answer (HTTP: 400, 403, 421, 404, 409).
 ///
 /// - Ownership: `document` and `peer` stay the caller's.
-/// - NULL: `server`, or `document` with `len` > 0, NULL gives `DMD_ERR_NULL_ARGUMENT`.
+/// - NULL: `server` or `document` NULL gives `DMD_ERR_NULL_ARGUMENT` (even with `len` 0).
 /// - Threads: any thread except the library's own; blocks while the message is processed
 ///   (host callbacks may run meanwhile on the library's threads).
 ///

@@ -175,9 +175,11 @@ impl From<Error> for DelegationError {
 /// `RuntimeException`, a Swift error of another type): reason 199, never a panic.
 impl From<uniffi::UnexpectedUniFFICallbackError> for DelegationError {
     fn from(e: uniffi::UnexpectedUniFFICallbackError) -> Self {
+        // The first line only: a whole stack trace is no reason text.
+        let first = e.reason.lines().next().unwrap_or_default();
         DelegationError::Host {
             reason_code: ReasonCode::InternalError.code(),
-            message: format!("the host callback threw: {}", e.reason),
+            message: format!("the host callback threw: {first}"),
         }
     }
 }

@@ -33,10 +33,11 @@ pub enum PolicyAnswer {
 /// caller's), possibly at the same time for different sessions: implementations must be
 /// thread-safe. For one session the calls never overlap. `onEvent` must return at once.
 ///
-/// Failures: throw `DelegationException.Host(reasonCode, message)` to fail the delegation
-/// with that reason, `DelegationException.Device(status, message)` from `execute` for a
-/// device refusal; any other exception becomes reason 199 (internal error). A delegation
-/// that fails rolls back.
+/// Failures: throw `DelegationException.Host(reasonCode, …)` to fail the delegation with
+/// that reason, `DelegationException.Device(status, …)` from `execute` for a device
+/// refusal. Anything else thrown: from `execute`, a failed device operation (status 500,
+/// reason 130); from the other callbacks, reason 199 (internal error); from `onEvent`,
+/// logged and ignored. A delegation that fails rolls back.
 #[uniffi::export(foreign)]
 pub trait DelegationHost: Send + Sync {
     /// Decides whether to take part in a delegation a peer offers.
@@ -209,7 +210,11 @@ impl Host for ForeignHost {
 
     fn on_event(&self, event: &Event) {
         let event = DelegationEvent::from(event);
-        // A foreign panic cannot unwind here (uniffi catches it); nothing to report back.
-        self.0.on_event(event);
+        // uniffi turns an exception thrown by the foreign `onEvent` into a panic; an event
+        // report must never take the session (locked meanwhile) down with it.
+        let host = std::panic::AssertUnwindSafe(&self.0);
+        if std::panic::catch_unwind(move || host.on_event(event)).is_err() {
+            tracing::warn!("the host's onEvent threw; the event is dropped");
+        }
     }
 }

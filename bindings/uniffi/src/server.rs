@@ -110,7 +110,12 @@ fn peers(list: Vec<Peer>) -> Result<Vec<dmdelegate_net::Peer>, DelegationError> 
 /// serving the HTTPS binding with mutual TLS, with the host's [`DelegationHost`].
 ///
 /// Every method may be called from any thread; the waiting ones are `suspend` / `async`.
-/// `close` stops it (also when the object is released).
+/// `close` stops it (also when the object is released; in Kotlin the method is
+/// `shutdown()`, since `close()` is the generated `AutoCloseable` one).
+///
+/// Signals: the HTTPS stack may write to a socket whose peer has closed it; a process
+/// that does not ignore SIGPIPE (the JVM does; a Swift program must call
+/// `signal(SIGPIPE, SIG_IGN)`) is killed by such a write.
 #[derive(uniffi::Object)]
 pub struct DelegationServer {
     inner: Arc<Server>,

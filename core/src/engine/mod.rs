@@ -100,7 +100,9 @@ pub(crate) struct Inner {
     store: Arc<dyn SessionStore>,
     clock: Arc<dyn Clock>,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-    terminal: Notify,
+    /// One notifier per session someone waits for: a session reaching a terminal state
+    /// wakes its own waiters only (not every waiter of every session).
+    waiters: Mutex<HashMap<String, Arc<Notify>>>,
 }
 
 impl DelegationServer {
@@ -139,7 +141,7 @@ impl DelegationServer {
                 store,
                 clock,
                 locks: Mutex::new(HashMap::new()),
-                terminal: Notify::new(),
+                waiters: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -259,9 +261,13 @@ impl DelegationServer {
         session_id: &str,
         timeout: Duration,
     ) -> Result<SessionInfo> {
+        let notify = self.inner.waiter(session_id);
         let wait = async {
             loop {
-                let notified = self.inner.terminal.notified();
+                // Registered before the state is read, so a save in between is not missed.
+                let notified = notify.notified();
+                tokio::pin!(notified);
+                notified.as_mut().enable();
                 let info = self.session(session_id).await?;
                 if info.state.is_terminal() {
                     return Ok(info);
@@ -269,7 +275,9 @@ impl DelegationServer {
                 notified.await;
             }
         };
-        match tokio::time::timeout(timeout, wait).await {
+        let result = tokio::time::timeout(timeout, wait).await;
+        self.inner.release_waiter(session_id, notify);
+        match result {
             Ok(r) => r,
             Err(_) => Err(Error::Failed {
                 reason: ReasonCode::Timeout,
@@ -360,9 +368,33 @@ impl Inner {
         self.store.save(rec).await.map_err(|e| Error::Store(e.0))?;
         if rec.state.is_terminal() {
             // After the save, so a woken waiter reads the terminal state.
-            self.terminal.notify_waiters();
+            let waiting = self.waiters_map().get(&rec.session_id).cloned();
+            if let Some(n) = waiting {
+                n.notify_waiters();
+            }
         }
         Ok(())
+    }
+
+    fn waiters_map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Notify>>> {
+        self.waiters.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The notifier of `session_id`'s waiters, created for the first one.
+    fn waiter(&self, session_id: &str) -> Arc<Notify> {
+        self.waiters_map()
+            .entry(session_id.to_string())
+            .or_default()
+            .clone()
+    }
+
+    /// Drops the notifier when its last waiter leaves.
+    fn release_waiter(&self, session_id: &str, notify: Arc<Notify>) {
+        let mut map = self.waiters_map();
+        // The map's reference and ours: nobody else waits.
+        if Arc::strong_count(&notify) == 2 {
+            map.remove(session_id);
+        }
     }
 
     fn emit(&self, rec: &SessionRecord, kind: EventKind) {
@@ -389,6 +421,11 @@ impl Inner {
     }
 
     fn outgoing(&self, rec: &mut SessionRecord, body: Body) -> Message {
+        let body = match body {
+            Body::Failure(r) => Body::Failure(r.for_wire()),
+            Body::Nack(r) => Body::Nack(r.for_wire()),
+            other => other,
+        };
         let seq = rec.next_seq;
         rec.next_seq += 1;
         Message {
@@ -1049,7 +1086,7 @@ impl Inner {
         let mut ended = 0;
         for r in self
             .store
-            .list_active()
+            .list_due(now)
             .await
             .map_err(|e| Error::Store(e.0))?
         {

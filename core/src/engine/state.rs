@@ -203,6 +203,14 @@ impl SessionRecord {
         !self.state.is_terminal() || (self.state == State::Completed && self.expires.is_some())
     }
 
+    /// True when the deadline watcher has work for it at `now`: a wait past its
+    /// deadline, or a temporary delegation past its end.
+    pub fn is_due(&self, now: Timestamp) -> bool {
+        let overdue = !self.state.is_terminal() && self.deadline.is_some_and(|d| d <= now);
+        let expired = self.state == State::Completed && self.expires.is_some_and(|e| e <= now);
+        overdue || expired
+    }
+
     /// A fresh record in `NotifSent`, with nothing sent or received yet.
     #[allow(clippy::too_many_arguments)]
     pub fn new(

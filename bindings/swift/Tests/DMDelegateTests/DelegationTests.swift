@@ -294,16 +294,14 @@ final class ArgumentTests: XCTestCase {
         let sessions = try await servers.dms1.sessions()
         XCTAssertEqual(sessions, [])
 
-        // A peer that is not configured: the NOTIF cannot be sent. The session it had
-        // begun stays, rolled back with 170 (peer unreachable).
+        // A peer that is not configured is refused before any session exists.
         request = good
         request.peer = "nobody.example"
         await assertThrows(try await servers.dms1.startDelegation(request: request)) {
-            if case .Transport(peer: "nobody.example", _) = $0 { true } else { false }
+            if case .InvalidArgument(field: "peer", _) = $0 { true } else { false }
         }
         let after = try await servers.dms1.sessions()
-        XCTAssertEqual(after.map(\.state), [.rolledBack])
-        XCTAssertEqual(after.first?.reasonCode, 170)
+        XCTAssertEqual(after, [])
         XCTAssertEqual(servers.host2.record.offers.count, 0)
     }
 
@@ -436,9 +434,9 @@ final class ServerTests: XCTestCase {
         XCTAssertEqual(servers.host2.record.completed, devices.count)
     }
 
-    /// `close()` stops a server's endpoint (idempotent); what it knows stays readable.
-    /// A delegation it would start fails at once; one a peer starts with it cannot reach it
-    /// and rolls back.
+    /// `close()` stops a server's endpoint and its open connections (idempotent); what it
+    /// knows stays readable. A delegation it would start is refused (`InvalidState`); one
+    /// a peer starts with it cannot reach it and rolls back with 170.
     func testClose() async throws {
         let device = try Example.device()
         // Short deadlines: the peer gives up on the closed server within seconds.
@@ -458,16 +456,15 @@ final class ServerTests: XCTestCase {
                 request: Example.request(
                     to: Example.dms2, method: 1, .full, device: device.device()))
         ) {
-            if case .Transport = $0 { true } else { false }
+            if case .InvalidState = $0 { true } else { false }
         }
 
         let sessionId = try await servers.dms2.startDelegation(
             request: Example.request(to: Example.dms1, method: 2, .full, device: device.device()))
         let session = try await servers.dms2.waitEnd(sessionId)
         XCTAssertEqual(session.state, .rolledBack, "\(session)")
-        // 170: peer unreachable (140, no progress, if the closing endpoint still took the
-        // connection: see the README's known issues).
-        XCTAssertTrue([170, 140].contains(session.reasonCode ?? 0), "\(session)")
+        // 170: peer unreachable (the closed server's connections were dropped too).
+        XCTAssertEqual(session.reasonCode, 170, "\(session)")
         XCTAssertEqual(servers.host1.record.offers.count, 0)
         assertUnchanged(device, since: before)
     }

@@ -6,16 +6,12 @@ import kotlin.time.Duration.Companion.seconds
 import kotlinx.coroutines.runBlocking
 import org.junit.jupiter.api.Test
 import org.junit.jupiter.api.Timeout
-import org.junit.jupiter.api.condition.EnabledIfSystemProperty
 
 /**
- * What the library should do and does not yet: issues in the Rust layer found from Kotlin,
- * each written as the test that will pass once it is fixed. Skipped by default; run them
- * with `-Ddmdelegate.knownIssues=true -Dtest=KnownIssuesTest`.
+ * Issues in the Rust layer found from Kotlin, fixed since; each test pins the fix.
  */
 @Timeout(60)
-@EnabledIfSystemProperty(named = "dmdelegate.knownIssues", matches = "true")
-class KnownIssuesTest {
+class RegressionTest {
     /**
      * A FAILURE's text may hold 1024 bytes, and nothing clips the reason a host gives: DMS-2
      * rolls back and sends a FAILURE that DMS-1 refuses as malformed, so DMS-1 keeps the

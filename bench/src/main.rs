@@ -1,0 +1,367 @@
+//! `dmdelegate-bench`: how fast delegation runs, against the physical limit of the same
+//! stack measured in the same run. Results and the exact commands: BENCHMARKS.md.
+//!
+//! ```text
+//! dmdelegate-bench [all|delegations|codec|inflight] [--n N] [--concurrency C] [--inflight K] [--json]
+//! ```
+
+mod alloc;
+mod pair;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dmdelegate::{DelegationType, Message, Method, SessionStore, State};
+use dmdelegate_net::{client_builder, serve_echo, HttpsOptions, DELEGATION_PATH};
+use serde_json::json;
+use tokio::sync::Semaphore;
+
+#[global_allocator]
+static ALLOC: alloc::Counting = alloc::Counting;
+
+struct Args {
+    what: String,
+    n: usize,
+    concurrency: usize,
+    inflight: usize,
+    json: bool,
+}
+
+fn args() -> Args {
+    let mut a = Args {
+        what: "all".into(),
+        n: 2000,
+        concurrency: 32,
+        inflight: 10_000,
+        json: false,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        let mut number = |name: &str| -> usize {
+            it.next()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("{name} needs a number"))
+        };
+        match arg.as_str() {
+            "--n" => a.n = number("--n"),
+            "--concurrency" => a.concurrency = number("--concurrency"),
+            "--inflight" => a.inflight = number("--inflight"),
+            "--json" => a.json = true,
+            w if !w.starts_with('-') => a.what = w.to_string(),
+            other => panic!("unknown argument {other}"),
+        }
+    }
+    a
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// Completed delegations per second and latency, `n` delegations, `c` at a time.
+async fn delegations(method: Method, n: usize, c: usize) -> serde_json::Value {
+    let pair = Arc::new(pair::start(n, true).await);
+    // Warm up: connections, first-use allocations.
+    let warm = pair
+        .dms1
+        .start_delegation(pair::request(0, method, DelegationType::Full))
+        .await
+        .expect("warm-up start");
+    let s = pair
+        .dms1
+        .wait(&warm, Duration::from_secs(30))
+        .await
+        .expect("warm-up");
+    assert_eq!(s.state, State::Completed, "warm-up: {s:?}");
+    let before = (pair.dms1.delivery_stats(), pair.dms2.delivery_stats());
+    let gate = Arc::new(Semaphore::new(c));
+    let started = Instant::now();
+    let mut tasks = Vec::with_capacity(n);
+    for i in 1..n {
+        let (pair, gate) = (pair.clone(), gate.clone());
+        tasks.push(tokio::spawn(async move {
+            let _permit = gate.acquire().await.expect("semaphore");
+            let t = Instant::now();
+            let id = pair
+                .dms1
+                .start_delegation(pair::request(i, method, DelegationType::Full))
+                .await?;
+            let s = pair.dms1.wait(&id, Duration::from_secs(120)).await?;
+            Ok::<_, dmdelegate::Error>((s.state, t.elapsed()))
+        }));
+    }
+    let mut latencies = Vec::with_capacity(n);
+    let mut errors = 0usize;
+    for t in tasks {
+        match t.await.expect("task") {
+            Ok((State::Completed, d)) => latencies.push(d),
+            _ => errors += 1,
+        }
+    }
+    let elapsed = started.elapsed();
+    let after = (pair.dms1.delivery_stats(), pair.dms2.delivery_stats());
+    let messages =
+        (after.0.delivered - before.0.delivered) + (after.1.delivered - before.1.delivered);
+    latencies.sort();
+    let done = latencies.len();
+    json!({
+        "method": method.number(),
+        "delegations": done,
+        "errors": errors,
+        "seconds": elapsed.as_secs_f64(),
+        "per_second": done as f64 / elapsed.as_secs_f64(),
+        "messages_per_delegation": messages as f64 / (n - 1) as f64,
+        "p50_ms": ms(percentile(&latencies, 0.50)),
+        "p99_ms": ms(percentile(&latencies, 0.99)),
+    })
+}
+
+/// The physical limit: mutual-TLS HTTPS POSTs of a protocol message to an echo on the
+/// same stack, `n` requests, `c` at a time (one client, as the transport uses).
+async fn echo(n: usize, c: usize) -> serde_json::Value {
+    let pki = dmdelegate_net::TestPki::new("echo CA").expect("CA");
+    let server_id = pki.issue(pair::DMS2, &[]).expect("identity");
+    let client_id = pki.issue(pair::DMS1, &[]).expect("identity");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let options = HttpsOptions::default();
+    let endpoint = serve_echo(listener, &server_id, pki.ca_pem(), options).expect("echo");
+    let addr = endpoint.local_addr();
+    let client = client_builder(&client_id, pki.ca_pem(), &options)
+        .expect("client")
+        .resolve(pair::DMS2, addr)
+        .build()
+        .expect("client");
+    let url = format!("https://{}:{}{DELEGATION_PATH}", pair::DMS2, addr.port());
+    let body = std::fs::read("vectors/valid/notif-method1-partial.xml")
+        .unwrap_or_else(|_| b"<Delegation/>".to_vec());
+    let post = |client: reqwest::Client, url: String, body: Vec<u8>| async move {
+        let r = client.post(url).body(body).send().await?;
+        r.bytes().await
+    };
+    post(client.clone(), url.clone(), body.clone())
+        .await
+        .expect("warm-up");
+    let gate = Arc::new(Semaphore::new(c));
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..n)
+        .map(|_| {
+            let (gate, client, url, body) =
+                (gate.clone(), client.clone(), url.clone(), body.clone());
+            tokio::spawn(async move {
+                let _permit = gate.acquire().await.expect("semaphore");
+                post(client, url, body).await.is_ok()
+            })
+        })
+        .collect();
+    let mut ok = 0usize;
+    for t in tasks {
+        ok += usize::from(t.await.expect("task"));
+    }
+    let elapsed = started.elapsed();
+    json!({
+        "requests": ok,
+        "errors": n - ok,
+        "seconds": elapsed.as_secs_f64(),
+        "per_second": ok as f64 / elapsed.as_secs_f64(),
+        "body_bytes": body.len(),
+    })
+}
+
+/// The golden vectors' bytes, the corpus of the codec benchmark.
+fn corpus() -> Vec<Vec<u8>> {
+    let mut docs: Vec<Vec<u8>> = std::fs::read_dir("vectors/valid")
+        .expect("run from the repository root: vectors/valid")
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().extension().is_some_and(|x| x == "xml"))
+        .map(|e| std::fs::read(e.path()).expect("vector"))
+        .collect();
+    docs.sort();
+    docs
+}
+
+/// Runs `f` over the corpus for about `budget`; MB/s.
+fn throughput(docs: &[Vec<u8>], budget: Duration, mut f: impl FnMut(&[u8])) -> f64 {
+    let bytes_per_round: usize = docs.iter().map(Vec::len).sum();
+    let started = Instant::now();
+    let mut rounds = 0u64;
+    while started.elapsed() < budget {
+        for d in docs {
+            f(d);
+        }
+        rounds += 1;
+    }
+    (rounds as f64 * bytes_per_round as f64) / started.elapsed().as_secs_f64() / 1e6
+}
+
+/// Decode + validate against a raw quick-xml event scan of the same bytes.
+fn codec() -> serde_json::Value {
+    let docs = corpus();
+    let budget = Duration::from_secs(2);
+    let mut buf = Vec::new();
+    let scan = throughput(&docs, budget, |d| {
+        let mut reader = quick_xml::Reader::from_reader(d);
+        loop {
+            match reader.read_event_into(&mut buf) {
+                Ok(quick_xml::events::Event::Eof) => break,
+                Ok(e) => {
+                    std::hint::black_box(&e);
+                }
+                Err(e) => panic!("vector does not scan: {e}"),
+            }
+            buf.clear();
+        }
+    });
+    let decode = throughput(&docs, budget, |d| {
+        std::hint::black_box(Message::from_xml(d).expect("valid vector"));
+    });
+    let encode_docs: Vec<Message> = docs
+        .iter()
+        .map(|d| Message::from_xml(d).expect("valid"))
+        .collect();
+    let started = Instant::now();
+    let mut bytes = 0usize;
+    while started.elapsed() < budget {
+        for m in &encode_docs {
+            bytes += std::hint::black_box(m.to_xml()).len();
+        }
+    }
+    let encode = bytes as f64 / started.elapsed().as_secs_f64() / 1e6;
+    json!({
+        "documents": docs.len(),
+        "scan_mb_s": scan,
+        "decode_validate_mb_s": decode,
+        "encode_mb_s": encode,
+        "ratio": decode / scan,
+    })
+}
+
+/// `k` Method 3 delegations in flight at once (DMS-1 waiting for CONFIRM, DMS-2 for
+/// the device's first session after its bootstrap), then released by the devices
+/// connecting: heap per in-flight delegation beyond the stores, and errors.
+async fn inflight(k: usize) -> serde_json::Value {
+    let pair = Arc::new(pair::start(k, false).await);
+    let baseline = alloc::live_bytes();
+    let started = Instant::now();
+    let mut ids = Vec::with_capacity(k);
+    let mut start_errors = 0usize;
+    for i in 0..k {
+        match pair
+            .dms1
+            .start_delegation(pair::request(
+                i,
+                Method::DelegatingInitiatesBootstrap,
+                DelegationType::Partial,
+            ))
+            .await
+        {
+            Ok(id) => ids.push(id),
+            Err(_) => start_errors += 1,
+        }
+    }
+    // Until every session waits: DMS-1 for CONFIRM, DMS-2 for the device.
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let waiting = pair
+            .awaiting_confirm
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if waiting == ids.len() || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let ramp = started.elapsed();
+    let total = alloc::live_bytes().saturating_sub(baseline);
+    // The stores' share: what a copy of every record costs.
+    let before_copy = alloc::live_bytes();
+    let copies = (
+        pair.store1.list().await.expect("store"),
+        pair.store2.list().await.expect("store"),
+    );
+    let store = alloc::live_bytes().saturating_sub(before_copy);
+    drop(copies);
+    let released = Instant::now();
+    let mut errors_connect = 0usize;
+    for i in 0..k {
+        if pair
+            .dms2
+            .client_connected(&pair::device_info(i).device_id)
+            .await
+            .is_err()
+        {
+            errors_connect += 1;
+        }
+    }
+    let mut errors = start_errors + errors_connect;
+    for id in &ids {
+        match pair.dms1.wait(id, Duration::from_secs(600)).await {
+            Ok(s) if s.state == State::Completed => {}
+            _ => errors += 1,
+        }
+    }
+    let drain = released.elapsed();
+    json!({
+        "in_flight": ids.len(),
+        "errors": errors,
+        "ramp_seconds": ramp.as_secs_f64(),
+        "drain_seconds": drain.as_secs_f64(),
+        "heap_bytes_total": total,
+        "heap_bytes_stores": store,
+        "bytes_per_delegation_beyond_store": (total.saturating_sub(store)) as f64 / ids.len().max(1) as f64,
+    })
+}
+
+fn main() {
+    let a = args();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let mut out = serde_json::Map::new();
+    let want = |w: &str| a.what == "all" || a.what == w;
+    rt.block_on(async {
+        if want("delegations") {
+            let m1 = delegations(Method::DelegatingInitiates, a.n, a.concurrency).await;
+            let m3 = delegations(Method::DelegatingInitiatesBootstrap, a.n, a.concurrency).await;
+            let requests =
+                (a.n as f64 * m1["messages_per_delegation"].as_f64().unwrap_or(5.0)) as usize;
+            let e = echo(requests, a.concurrency).await;
+            let limit_ratio = m1["per_second"].as_f64().unwrap_or(0.0)
+                * m1["messages_per_delegation"].as_f64().unwrap_or(0.0)
+                / e["per_second"].as_f64().unwrap_or(f64::INFINITY);
+            out.insert("method1_full".into(), m1);
+            out.insert("method3_full".into(), m3);
+            out.insert("echo".into(), e);
+            out.insert("limit_ratio".into(), json!(limit_ratio));
+        }
+        if want("codec") {
+            out.insert("codec".into(), codec());
+        }
+        if want("inflight") {
+            out.insert("inflight".into(), inflight(a.inflight).await);
+        }
+    });
+    let errors: u64 = out
+        .values()
+        .filter_map(|v| v.get("errors").and_then(serde_json::Value::as_u64))
+        .sum();
+    let value = serde_json::Value::Object(out);
+    if a.json {
+        println!("{value}");
+    } else {
+        println!("{}", serde_json::to_string_pretty(&value).expect("json"));
+    }
+    if errors > 0 {
+        eprintln!("dmdelegate-bench: {errors} errors");
+        std::process::exit(1);
+    }
+}
