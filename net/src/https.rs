@@ -3,9 +3,10 @@
 //!
 //! Receiving: [`serve`] accepts TLS connections, maps the client certificate to a
 //! configured peer, and hands each message to the engine with that peer as the
-//! authenticated sender. Sending: [`HttpsTransport`] queues messages per peer and delivers
-//! them in order from a background task, retrying transient failures with backoff; a
-//! message that cannot be delivered fails its session.
+//! authenticated sender. Sending: [`HttpsTransport`] queues messages per session and
+//! delivers each session's in order from a background task, retrying transient failures
+//! with backoff; sessions proceed in parallel over pooled connections. A message that
+//! cannot be delivered fails its session.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -366,7 +367,10 @@ pub struct HttpsTransport {
     peers: HashMap<String, Peer>,
     options: HttpsOptions,
     server: OnceLock<WeakDelegationServer>,
-    queues: Mutex<HashMap<String, mpsc::UnboundedSender<Message>>>,
+    /// One ordered queue per (peer, session): a session's messages keep their order,
+    /// different sessions do not wait for each other. A queue idle for
+    /// [`QUEUE_IDLE`] goes away.
+    queues: Mutex<HashMap<(String, String), mpsc::UnboundedSender<Message>>>,
     delivered: Mutex<DeliveryLog>,
 }
 
@@ -565,17 +569,53 @@ impl HttpsTransport {
         ))
     }
 
-    fn queue_for(self: &Arc<Self>, peer: &Peer) -> mpsc::UnboundedSender<Message> {
+    /// Queues `message` for `peer` behind the earlier messages of its session, starting
+    /// the session's delivery task when it has none.
+    fn enqueue(self: &Arc<Self>, peer: &Peer, message: Message) -> Result<(), TransportError> {
+        let key = (peer.server_id.clone(), message.header.session_id.clone());
+        // Sent under the lock: a delivery task retiring its idle queue (under the same
+        // lock) then never strands a message in a queue nobody reads.
         let mut queues = self.queues.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(q) = queues.get(&peer.server_id) {
-            if !q.is_closed() {
-                return q.clone();
-            }
-        }
-        let (tx, mut rx) = mpsc::unbounded_channel::<Message>();
-        let (this, target) = (Arc::downgrade(self), peer.clone());
+        let message = match queues.get(&key) {
+            Some(q) => match q.send(message) {
+                Ok(()) => return Ok(()),
+                Err(mpsc::error::SendError(m)) => m,
+            },
+            None => message,
+        };
+        let (tx, rx) = mpsc::unbounded_channel::<Message>();
+        tx.send(message).map_err(|_| TransportError {
+            message: "the delivery queue closed".into(),
+        })?;
+        queues.insert(key.clone(), tx);
+        drop(queues);
+        self.spawn_delivery(peer.clone(), key, rx);
+        Ok(())
+    }
+
+    fn spawn_delivery(
+        self: &Arc<Self>,
+        target: Peer,
+        key: (String, String),
+        mut rx: mpsc::UnboundedReceiver<Message>,
+    ) {
+        let this = Arc::downgrade(self);
         tokio::spawn(async move {
-            while let Some(message) = rx.recv().await {
+            loop {
+                let message = match tokio::time::timeout(QUEUE_IDLE, rx.recv()).await {
+                    Ok(Some(m)) => m,
+                    Ok(None) => break,
+                    Err(_idle) => {
+                        let Some(transport) = this.upgrade() else { break };
+                        let mut queues =
+                            transport.queues.lock().unwrap_or_else(|p| p.into_inner());
+                        if rx.is_empty() {
+                            queues.remove(&key);
+                            break;
+                        }
+                        continue;
+                    }
+                };
                 let Some(transport) = this.upgrade() else {
                     break;
                 };
@@ -595,10 +635,11 @@ impl HttpsTransport {
                 }
             }
         });
-        queues.insert(peer.server_id.clone(), tx.clone());
-        tx
     }
 }
+
+/// How long a session's delivery queue lives without messages.
+const QUEUE_IDLE: Duration = Duration::from_secs(2);
 
 /// A handle implementing [`Transport`] for an `Arc<HttpsTransport>` (queues need the Arc).
 #[derive(Debug, Clone)]
@@ -614,11 +655,7 @@ impl Transport for HttpsSender {
             .ok_or_else(|| TransportError {
                 message: format!("no peer `{}` configured", message.header.recipient),
             })?;
-        self.0
-            .queue_for(peer)
-            .send(message.clone())
-            .map_err(|_| TransportError {
-                message: "the delivery task stopped".into(),
-            })
+        let peer = peer.clone();
+        self.0.enqueue(&peer, message.clone())
     }
 }
