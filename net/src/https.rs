@@ -606,9 +606,10 @@ impl HttpsTransport {
                     Ok(Some(m)) => m,
                     Ok(None) => break,
                     Err(_idle) => {
-                        let Some(transport) = this.upgrade() else { break };
-                        let mut queues =
-                            transport.queues.lock().unwrap_or_else(|p| p.into_inner());
+                        let Some(transport) = this.upgrade() else {
+                            break;
+                        };
+                        let mut queues = transport.queues.lock().unwrap_or_else(|p| p.into_inner());
                         if rx.is_empty() {
                             queues.remove(&key);
                             break;
