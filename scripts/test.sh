@@ -51,6 +51,9 @@ step "benchmark harness: a short smoke run (figures in BENCHMARKS.md come from r
 cargo run -q -p dmdelegate-bench -- all --n 40 --concurrency 4 --inflight 200 --json >/dev/null
 echo "bench: every benchmark ran with zero errors"
 
+step "fuzzing: every cargo-fuzz target for a bounded time (scripts/fuzz.sh)"
+FUZZ_SECONDS=${FUZZ_SECONDS:-20} bash scripts/fuzz.sh
+
 step "golden vectors against the XSD"
 bash scripts/validate-vectors.sh
 

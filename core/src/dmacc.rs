@@ -257,6 +257,13 @@ impl DmAcc {
         root
     }
 
+    /// Reads an account from a TNDS document holding its one DMAcc node, and validates it.
+    pub fn from_tnds(document: &str) -> Result<Self, DecodeError> {
+        Self::from_node(&crate::tree::MgmtTree::single_node_from_xml(
+            document.as_bytes(),
+        )?)
+    }
+
     /// Reads an account from its TNDS subtree and validates it. Unknown children (such as
     /// `Ext`, `ToConRef`) are accepted and ignored.
     pub fn from_node(node: &Node) -> Result<Self, DecodeError> {

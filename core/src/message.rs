@@ -698,13 +698,13 @@ fn message_from_element(root: &Element) -> Result<Message, DecodeError> {
     if root.name != "Delegation" {
         return Err(DecodeError::WrongRoot {
             expected: "Delegation".into(),
-            found: root.name.clone(),
+            found: root.name.to_string(),
         });
     }
     if root.ns.as_deref() != Some(NAMESPACE) {
         return Err(DecodeError::WrongNamespace {
             expected: NAMESPACE.into(),
-            found: root.ns.clone().unwrap_or_default(),
+            found: root.ns.as_deref().unwrap_or_default().to_string(),
         });
     }
     match root.attr("version") {
@@ -733,7 +733,7 @@ fn message_from_element(root: &Element) -> Result<Message, DecodeError> {
         ));
     }
     same_namespace(root, "Delegation")?;
-    if root.children.first().map(|c| c.name.as_str()) != Some("Header") {
+    if root.children.first().map(|c| c.name) != Some("Header") {
         return Err(invalid(
             "Delegation/Header".into(),
             "must be the first element",
@@ -762,12 +762,12 @@ fn message_from_element(root: &Element) -> Result<Message, DecodeError> {
         [_, second, ..] => {
             return Err(DecodeError::UnexpectedElement {
                 parent: "Delegation".into(),
-                element: second.name.clone(),
+                element: second.name.to_string(),
             })
         }
     };
-    let here = join("Delegation", &body_el.name);
-    let body = match body_el.name.as_str() {
+    let here = join("Delegation", body_el.name);
+    let body = match body_el.name {
         "Notif" => Body::Notif(notif_from_element(body_el, &here)?),
         "Res" => {
             body_el.only_children(&["Ack", "Nack"], &here)?;
@@ -824,11 +824,11 @@ fn same_namespace(el: &Element, path: &str) -> Result<(), DecodeError> {
         if c.name == "MgmtTree" {
             continue;
         }
-        let here = join(path, &c.name);
+        let here = join(path, c.name);
         if c.ns.as_deref() != Some(NAMESPACE) {
             return Err(DecodeError::WrongNamespace {
                 expected: NAMESPACE.into(),
-                found: format!("{} (at {here})", c.ns.clone().unwrap_or_default()),
+                found: format!("{} (at {here})", c.ns.as_deref().unwrap_or_default()),
             });
         }
         same_namespace(c, &here)?;

@@ -105,6 +105,40 @@ pub enum CommandOutput {
     Tree(Node),
 }
 
+impl CommandOutput {
+    /// The output of `command` from the text a host replied with after status 200: the
+    /// subtree's TNDS for [`ClientCommand::GetTree`], the ACL text for
+    /// [`ClientCommand::GetAcl`], nothing for writes. A missing or invalid reply is a
+    /// device failure (status 500) naming `who` (the callback that replied).
+    pub fn from_reply(
+        command: &ClientCommand,
+        reply: Option<&str>,
+        who: &str,
+    ) -> Result<CommandOutput, DeviceError> {
+        let missing = |what: &str| {
+            DeviceError::new(
+                500,
+                format!("{who} returned 200 for {command} without {what} in the reply"),
+            )
+        };
+        match command {
+            ClientCommand::GetTree { .. } => {
+                let text = reply.ok_or_else(|| missing("the TNDS document"))?;
+                crate::tree::MgmtTree::single_node_from_xml(text.as_bytes())
+                    .map(CommandOutput::Tree)
+                    .map_err(|e| DeviceError::new(500, format!("{who}'s TNDS is not valid: {e}")))
+            }
+            ClientCommand::GetAcl { .. } => {
+                let text = reply.ok_or_else(|| missing("the ACL text"))?;
+                Acl::parse(text)
+                    .map(CommandOutput::Acl)
+                    .map_err(|e| DeviceError::new(500, format!("{who}'s ACL is not valid: {e}")))
+            }
+            _ => Ok(CommandOutput::Done),
+        }
+    }
+}
+
 /// A device's refusal: a SyncML status code and detail.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 #[error("status {status}: {message}")]

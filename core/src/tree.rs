@@ -284,6 +284,19 @@ impl MgmtTree {
         Self::from_xml_with_limits(input, &XmlLimits::default())
     }
 
+    /// Decodes a TNDS document that must hold exactly one top-level node (a subtree, an
+    /// account): what hosts hand back in replies.
+    pub fn single_node_from_xml(input: &[u8]) -> Result<Node, DecodeError> {
+        let mut nodes = Self::from_xml(input)?.nodes.into_iter();
+        match (nodes.next(), nodes.next()) {
+            (Some(node), None) => Ok(node),
+            _ => Err(DecodeError::InvalidField {
+                field: "MgmtTree".into(),
+                reason: "must hold exactly one top-level node".into(),
+            }),
+        }
+    }
+
     /// Decodes a standalone TNDS document under `limits`.
     pub fn from_xml_with_limits(input: &[u8], limits: &XmlLimits) -> Result<Self, DecodeError> {
         let root = xml::parse(input, limits)?;
@@ -402,13 +415,13 @@ pub(crate) fn mgmt_tree_from_element(el: &Element, path: &str) -> Result<MgmtTre
     if el.name != "MgmtTree" {
         return Err(DecodeError::WrongRoot {
             expected: "MgmtTree".into(),
-            found: el.name.clone(),
+            found: el.name.to_string(),
         });
     }
     if el.ns.as_deref() != Some(TNDS_NAMESPACE) {
         return Err(DecodeError::WrongNamespace {
             expected: TNDS_NAMESPACE.into(),
-            found: el.ns.clone().unwrap_or_default(),
+            found: el.ns.as_deref().unwrap_or_default().to_string(),
         });
     }
     el.only_children(&["VerDTD", "Man", "Mod", "Node"], &here)?;
@@ -466,7 +479,7 @@ fn node_from_element(el: &Element, here: &str) -> Result<Node, DecodeError> {
         .map(|(i, n)| node_from_element(n, &format!("{here}/Node[{}]", i + 1)))
         .collect::<Result<Vec<_>, _>>()?;
     // Leaf values keep their exact text; only surrounding layout is dropped elsewhere.
-    let value = el.child("Value").map(|v| v.text.clone());
+    let value = el.child("Value").map(|v| v.text.to_string());
     if value.is_some() && !children.is_empty() {
         return Err(DecodeError::InvalidField {
             field: here.to_string(),

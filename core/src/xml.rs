@@ -6,6 +6,7 @@
 //! codecs then map that tree to structs, naming the field in every error.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use quick_xml::events::Event;
 use quick_xml::name::ResolveResult;
@@ -35,21 +36,28 @@ impl Default for XmlLimits {
 }
 
 /// One decoded element: namespace, local name, attributes, child elements and text.
+/// Names and text borrow from the document where they can (decoding allocates little);
+/// the namespace is shared by every element that has it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub(crate) struct Element {
-    pub ns: Option<String>,
-    pub name: String,
+pub(crate) struct Element<'a> {
+    pub ns: Option<Arc<str>>,
+    pub name: &'a str,
     pub attrs: Vec<(String, String)>,
-    pub children: Vec<Element>,
-    pub text: String,
+    pub children: Vec<Element<'a>>,
+    /// The character data. For an element with children only its blankness is kept
+    /// (white space between children is not accumulated).
+    pub text: Cow<'a, str>,
 }
 
-impl Element {
-    pub fn child(&self, name: &str) -> Option<&Element> {
+impl<'a> Element<'a> {
+    pub fn child(&self, name: &str) -> Option<&Element<'a>> {
         self.children.iter().find(|c| c.name == name)
     }
 
-    pub fn children_named<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Element> + 'a {
+    pub fn children_named<'s>(
+        &'s self,
+        name: &'s str,
+    ) -> impl Iterator<Item = &'s Element<'a>> + 's {
         self.children.iter().filter(move |c| c.name == name)
     }
 
@@ -75,7 +83,7 @@ impl Element {
         self.child(name).map(|c| c.text.trim())
     }
 
-    pub fn required_child(&self, name: &str, path: &str) -> Result<&Element, DecodeError> {
+    pub fn required_child(&self, name: &str, path: &str) -> Result<&Element<'a>, DecodeError> {
         self.child(name).ok_or_else(|| DecodeError::MissingField {
             field: join(path, name),
         })
@@ -84,18 +92,17 @@ impl Element {
     /// Refuses any child element whose name is not in `allowed`.
     pub fn only_children(&self, allowed: &[&str], path: &str) -> Result<(), DecodeError> {
         for (i, c) in self.children.iter().enumerate() {
-            if !allowed.contains(&c.name.as_str()) {
+            if !allowed.contains(&c.name) {
                 return Err(DecodeError::UnexpectedElement {
                     parent: path.to_string(),
-                    element: c.name.clone(),
+                    element: c.name.to_string(),
                 });
             }
             // Only list elements repeat; a second scalar would be silently ignored otherwise.
-            if !REPEATABLE.contains(&c.name.as_str())
-                && self.children[..i].iter().any(|p| p.name == c.name)
+            if !REPEATABLE.contains(&c.name) && self.children[..i].iter().any(|p| p.name == c.name)
             {
                 return Err(DecodeError::InvalidField {
-                    field: join(path, &c.name),
+                    field: join(path, c.name),
                     reason: "appears more than once".into(),
                 });
             }
@@ -123,13 +130,26 @@ pub(crate) fn is_xml_char(c: char) -> bool {
     matches!(c, '\t' | '\n' | '\r') || (c >= ' ' && !matches!(c, '\u{FFFE}' | '\u{FFFF}'))
 }
 
-/// Checks that `text` can be written as XML character data.
+/// Checks that `text` can be written as XML character data. A byte scan: in UTF-8 the only
+/// characters XML 1.0 refuses are the C0 controls other than tab, LF and CR (single
+/// bytes) and U+FFFE / U+FFFF (`EF BF BE`, `EF BF BF`).
 pub(crate) fn check_xml_text(text: &str) -> Result<(), String> {
-    match text.chars().find(|c| !is_xml_char(*c)) {
-        Some(c) => Err(format!(
-            "character U+{:04X} cannot be carried in XML",
-            u32::from(c)
-        )),
+    let bytes = text.as_bytes();
+    let bad = bytes.iter().enumerate().position(|(i, &b)| {
+        let control = b < 0x20 && !matches!(b, b'\t' | b'\n' | b'\r');
+        let nonchar = b == 0xEF
+            && bytes.get(i + 1) == Some(&0xBF)
+            && matches!(bytes.get(i + 2), Some(0xBE | 0xBF));
+        control || nonchar
+    });
+    match bad {
+        Some(i) => {
+            let c = text[i..].chars().next().unwrap_or('\u{0}');
+            Err(format!(
+                "character U+{:04X} cannot be carried in XML",
+                u32::from(c)
+            ))
+        }
         None => Ok(()),
     }
 }
@@ -149,15 +169,35 @@ fn malformed(e: impl std::fmt::Display) -> DecodeError {
     }
 }
 
+/// `part` as a slice of `input` when it lies inside it (what quick-xml hands out when it
+/// reads from a `&str`), so the element tree can borrow it; a copy otherwise.
+fn reborrow<'i>(input: &'i str, part: &str) -> Cow<'i, str> {
+    let start = (part.as_ptr() as usize).wrapping_sub(input.as_ptr() as usize);
+    match input.get(start..start.wrapping_add(part.len())) {
+        Some(s) if s.as_ptr() == part.as_ptr() => Cow::Borrowed(s),
+        _ => Cow::Owned(part.to_string()),
+    }
+}
+
+/// Character data with XML end-of-line handling (CR LF and lone CR become LF).
+fn text_content<'i>(input: &'i str, raw: &str) -> Cow<'i, str> {
+    let text = reborrow(input, raw);
+    if text.contains('\r') {
+        Cow::Owned(text.replace("\r\n", "\n").replace('\r', "\n"))
+    } else {
+        text
+    }
+}
+
 /// Parses `input` into an element tree, enforcing `limits`.
-pub(crate) fn parse(input: &[u8], limits: &XmlLimits) -> Result<Element, DecodeError> {
+pub(crate) fn parse<'i>(input: &'i [u8], limits: &XmlLimits) -> Result<Element<'i>, DecodeError> {
     if input.len() > limits.max_bytes {
         return Err(DecodeError::TooLarge {
             size: input.len(),
             limit: limits.max_bytes,
         });
     }
-    let text = std::str::from_utf8(input).map_err(|e| DecodeError::Malformed {
+    let text: &'i str = std::str::from_utf8(input).map_err(|e| DecodeError::Malformed {
         reason: format!("not UTF-8: {e}"),
     })?;
     let mut reader = NsReader::from_str(text);
@@ -165,13 +205,25 @@ pub(crate) fn parse(input: &[u8], limits: &XmlLimits) -> Result<Element, DecodeE
     config.check_end_names = true;
     config.expand_empty_elements = false;
 
-    let mut stack: Vec<Element> = Vec::new();
-    let mut root: Option<Element> = None;
+    let mut stack: Vec<Element<'i>> = Vec::new();
+    let mut root: Option<Element<'i>> = None;
     let mut count = 0usize;
+    // Documents use one or two namespaces: each element shares the last one seen.
+    let mut last_ns: Option<Arc<str>> = None;
     loop {
         let (resolved, event) = reader.read_resolved_event().map_err(malformed)?;
         let ns = match resolved {
-            ResolveResult::Bound(ns) => Some(ns.as_ref().to_string()),
+            ResolveResult::Bound(ns) => {
+                let uri = ns.as_ref();
+                match &last_ns {
+                    Some(last) if **last == *uri => Some(last.clone()),
+                    _ => {
+                        let shared: Arc<str> = Arc::from(uri);
+                        last_ns = Some(shared.clone());
+                        Some(shared)
+                    }
+                }
+            }
             ResolveResult::Unbound => None,
             ResolveResult::Unknown(prefix) => {
                 return Err(DecodeError::Malformed {
@@ -196,8 +248,11 @@ pub(crate) fn parse(input: &[u8], limits: &XmlLimits) -> Result<Element, DecodeE
                 if root.is_some() {
                     return Err(malformed("content after the root element"));
                 }
-                let local = start.local_name();
-                let name = local.as_ref().to_string();
+                let name = match reborrow(text, start.local_name().into_inner()) {
+                    Cow::Borrowed(n) => n,
+                    // Names always lie inside the document; never reached.
+                    Cow::Owned(_) => return Err(malformed("element name outside the document")),
+                };
                 let mut attrs = Vec::new();
                 for attr in start.attributes() {
                     let attr = attr.map_err(malformed)?;
@@ -221,7 +276,7 @@ pub(crate) fn parse(input: &[u8], limits: &XmlLimits) -> Result<Element, DecodeE
                     name,
                     attrs,
                     children: Vec::new(),
-                    text: String::new(),
+                    text: Cow::Borrowed(""),
                 };
                 if is_empty {
                     attach(&mut stack, &mut root, element);
@@ -234,15 +289,13 @@ pub(crate) fn parse(input: &[u8], limits: &XmlLimits) -> Result<Element, DecodeE
                 attach(&mut stack, &mut root, element);
             }
             Event::Text(t) => {
-                let content = t.xml10_content();
-                push_text(&mut stack, &content)?;
+                push_text(&mut stack, text_content(text, &t))?;
             }
             Event::CData(c) => {
-                let content: &str = c.as_ref();
-                push_text(&mut stack, content)?;
+                push_text(&mut stack, reborrow(text, &c))?;
             }
             Event::GeneralRef(r) => {
-                let resolved: Cow<'_, str> = if r.is_char_ref() {
+                let resolved: Cow<'i, str> = if r.is_char_ref() {
                     match r.resolve_char_ref().map_err(malformed)? {
                         Some(c) => Cow::Owned(c.to_string()),
                         None => return Err(malformed("bad character reference")),
@@ -262,7 +315,7 @@ pub(crate) fn parse(input: &[u8], limits: &XmlLimits) -> Result<Element, DecodeE
                         }
                     }
                 };
-                push_text(&mut stack, &resolved)?;
+                push_text(&mut stack, resolved)?;
             }
             Event::DocType(_) => return Err(DecodeError::Doctype),
             Event::Decl(_) | Event::Comment(_) | Event::PI(_) => {}
@@ -275,18 +328,30 @@ pub(crate) fn parse(input: &[u8], limits: &XmlLimits) -> Result<Element, DecodeE
     root.ok_or_else(|| malformed("no root element"))
 }
 
-fn attach(stack: &mut [Element], root: &mut Option<Element>, element: Element) {
+fn attach<'i>(stack: &mut [Element<'i>], root: &mut Option<Element<'i>>, element: Element<'i>) {
     match stack.last_mut() {
-        Some(parent) => parent.children.push(element),
+        Some(parent) => {
+            // Between children only blankness matters: drop blank text kept so far.
+            if parent.children.is_empty() && is_xml_blank(&parent.text) {
+                parent.text = Cow::Borrowed("");
+            }
+            parent.children.push(element)
+        }
         None => *root = Some(element),
     }
 }
 
-fn push_text(stack: &mut [Element], content: &str) -> Result<(), DecodeError> {
-    check_xml_text(content).map_err(|reason| DecodeError::Malformed { reason })?;
+fn push_text<'i>(stack: &mut [Element<'i>], content: Cow<'i, str>) -> Result<(), DecodeError> {
+    check_xml_text(&content).map_err(|reason| DecodeError::Malformed { reason })?;
     match stack.last_mut() {
         Some(el) => {
-            el.text.push_str(content);
+            if !el.children.is_empty() && is_xml_blank(&content) {
+                // White space between children: nothing to keep.
+            } else if el.text.is_empty() {
+                el.text = content;
+            } else {
+                el.text.to_mut().push_str(&content);
+            }
             Ok(())
         }
         None if content.trim().is_empty() => Ok(()),

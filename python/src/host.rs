@@ -13,8 +13,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dmdelegate::{
-    Acl, ClientCommand, CommandOutput, DelegationOffer, DeviceError, DeviceInfo, DmAcc, Host,
-    HostError, MgmtTree, PolicyDecision, Reason, ReasonCode, SessionInfo,
+    ClientCommand, CommandOutput, DelegationOffer, DeviceError, DeviceInfo, DmAcc, Host, HostError,
+    PolicyDecision, Reason, ReasonCode, SessionInfo,
 };
 use pyo3::prelude::*;
 use pyo3::types::{PyString, PyTuple};
@@ -570,39 +570,5 @@ fn output_of(command: &ClientCommand, r: CommandResult) -> Result<CommandOutput,
             .unwrap_or_else(|| format!("the host's `execute` returned status {}", r.status));
         return Err(DeviceError::new(r.status, message));
     }
-    let need = |what: &str| {
-        DeviceError::new(
-            500,
-            format!("the host's `execute` returned 200 for {command} without {what} in text"),
-        )
-    };
-    match command {
-        ClientCommand::GetTree { .. } => {
-            let text = r.text.ok_or_else(|| need("the TNDS document"))?;
-            let tree = MgmtTree::from_xml(text.as_bytes()).map_err(|e| {
-                DeviceError::new(
-                    500,
-                    format!("the host's TNDS for {command} is not valid: {e}"),
-                )
-            })?;
-            let mut nodes = tree.nodes.into_iter();
-            match (nodes.next(), nodes.next()) {
-                (Some(node), None) => Ok(CommandOutput::Tree(node)),
-                _ => Err(DeviceError::new(
-                    500,
-                    format!("the host's TNDS for {command} must hold exactly one top-level node"),
-                )),
-            }
-        }
-        ClientCommand::GetAcl { .. } => {
-            let text = r.text.ok_or_else(|| need("the ACL"))?;
-            Acl::parse(&text).map(CommandOutput::Acl).map_err(|e| {
-                DeviceError::new(
-                    500,
-                    format!("the host's ACL for {command} is not valid: {e}"),
-                )
-            })
-        }
-        _ => Ok(CommandOutput::Done),
-    }
+    CommandOutput::from_reply(command, r.text.as_deref(), "the host's `execute`")
 }

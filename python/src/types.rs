@@ -773,11 +773,7 @@ pub struct DmAccount {
 impl DmAccount {
     /// Reads the TNDS document of one account node.
     pub fn parse(tnds: &str) -> Result<DmAcc, String> {
-        let tree = MgmtTree::from_xml(tnds.as_bytes()).map_err(|e| e.to_string())?;
-        match tree.nodes.as_slice() {
-            [node] => DmAcc::from_node(node).map_err(|e| e.to_string()),
-            _ => Err("the TNDS document must hold exactly one top-level node".into()),
-        }
+        DmAcc::from_tnds(tnds).map_err(|e| e.to_string())
     }
 }
 

@@ -7,7 +7,7 @@ use std::ffi::{c_char, c_void, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use dmdelegate::{
-    Acl, ClientCommand, CommandOutput, DelegationOffer, DeviceError, DeviceInfo, DmAcc, Event,
+    ClientCommand, CommandOutput, DelegationOffer, DeviceError, DeviceInfo, DmAcc, Event,
     EventKind, Host, HostError, MgmtTree, PolicyDecision, Reason, ReasonCode, Role, SessionInfo,
 };
 
@@ -375,40 +375,7 @@ impl CHost {
             let status = if status == 0 { 500 } else { status };
             return Err(DeviceError::new(status, message));
         }
-        let need = |what: &str| {
-            DeviceError::new(
-                500,
-                format!(
-                    "the execute callback returned 200 for {command} without {what} in the reply"
-                ),
-            )
-        };
-        match command {
-            ClientCommand::GetTree { .. } => {
-                let text = text.ok_or_else(|| need("the TNDS document"))?;
-                let tree = MgmtTree::from_xml(text.as_bytes()).map_err(|e| {
-                    DeviceError::new(
-                        500,
-                        format!("the execute callback's TNDS is not valid: {e}"),
-                    )
-                })?;
-                let mut nodes = tree.nodes.into_iter();
-                match (nodes.next(), nodes.next()) {
-                    (Some(node), None) => Ok(CommandOutput::Tree(node)),
-                    _ => Err(DeviceError::new(
-                        500,
-                        "the execute callback's TNDS must hold exactly one top-level node",
-                    )),
-                }
-            }
-            ClientCommand::GetAcl { .. } => {
-                let text = text.ok_or_else(|| need("the ACL text"))?;
-                Acl::parse(&text).map(CommandOutput::Acl).map_err(|e| {
-                    DeviceError::new(500, format!("the execute callback's ACL is not valid: {e}"))
-                })
-            }
-            _ => Ok(CommandOutput::Done),
-        }
+        CommandOutput::from_reply(command, text.as_deref(), "the execute callback")
     }
 
     /// Calls a `(userdata, device_id[, reply]) -> status` capability.
@@ -476,19 +443,8 @@ impl CHost {
             &device.device_id,
             self.callbacks.dm_account,
         )?;
-        let tree = MgmtTree::from_xml(text.as_bytes())
-            .map_err(|e| HostError::new(reason, format!("the DMAcc TNDS is not valid: {e}")))?;
-        let node = match tree.nodes.as_slice() {
-            [node] => node,
-            _ => {
-                return Err(HostError::new(
-                    reason,
-                    "the DMAcc TNDS must hold exactly one top-level node",
-                ))
-            }
-        };
-        DmAcc::from_node(node)
-            .map_err(|e| HostError::new(reason, format!("the DMAcc is not valid: {e}")))
+        DmAcc::from_tnds(&text)
+            .map_err(|e| HostError::new(reason, format!("the DMAcc TNDS is not valid: {e}")))
     }
 
     fn event_sync(&self, event: &Event) {

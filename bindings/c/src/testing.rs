@@ -442,16 +442,7 @@ pub unsafe extern "C" fn dmd_sim_bootstrap_server_register(
         let b = unsafe { arg_ref(server, "server") }?;
         // SAFETY (this block): the caller guarantees the strings.
         let (url, tnds) = unsafe { (arg_str(url, "url")?, arg_str(dmacc_tnds, "dmacc_tnds")?) };
-        let tree = MgmtTree::from_xml(tnds.as_bytes())?;
-        let account = match tree.nodes.as_slice() {
-            [node] => DmAcc::from_node(node)?,
-            _ => {
-                return Err(Failure::invalid(
-                    "dmacc_tnds",
-                    "must hold exactly one DMAcc node",
-                ))
-            }
-        };
+        let account = DmAcc::from_tnds(tnds)?;
         b.server.register(url, account);
         Ok(())
     })

@@ -6,11 +6,11 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use dmdelegate::{
     ClientCommand, CommandOutput, DelegationOffer, DeviceError, DeviceInfo, DmAcc, Event, Host,
-    HostError, MgmtTree, PolicyDecision, Reason, ReasonCode, SessionInfo,
+    HostError, PolicyDecision, Reason, ReasonCode, SessionInfo,
 };
 
 use crate::error::DelegationError;
-use crate::types::{Command, CommandKind, DelegationEvent, Device, Offer, Session};
+use crate::types::{Command, DelegationEvent, Device, Offer, Session};
 
 /// The host's answer to an [`Offer`].
 #[derive(Debug, Clone, PartialEq, Eq, uniffi::Enum)]
@@ -136,7 +136,6 @@ impl Host for ForeignHost {
         command: &ClientCommand,
     ) -> Result<CommandOutput, DeviceError> {
         let record = Command::from(command);
-        let kind = record.kind;
         let device = Device::from(device.clone());
         let reply = self
             .call("execute", move |h| h.execute(device, record))
@@ -147,33 +146,7 @@ impl Host for ForeignHost {
                 }
                 other => DeviceError::new(500, other.to_string()),
             })?;
-        let need =
-            |what: &str| DeviceError::new(500, format!("execute returned no {what} for {command}"));
-        match kind {
-            CommandKind::GetTree => {
-                let text = reply.ok_or_else(|| need("TNDS document"))?;
-                let tree = MgmtTree::from_xml(text.as_bytes()).map_err(|e| {
-                    DeviceError::new(500, format!("execute returned invalid TNDS: {e}"))
-                })?;
-                let mut nodes = tree.nodes.into_iter();
-                match (nodes.next(), nodes.next()) {
-                    (Some(node), None) => Ok(CommandOutput::Tree(node)),
-                    _ => Err(DeviceError::new(
-                        500,
-                        "execute's TNDS must hold exactly one top-level node",
-                    )),
-                }
-            }
-            CommandKind::GetAcl => {
-                let text = reply.ok_or_else(|| need("ACL text"))?;
-                dmdelegate::Acl::parse(&text)
-                    .map(CommandOutput::Acl)
-                    .map_err(|e| {
-                        DeviceError::new(500, format!("execute returned an invalid ACL: {e}"))
-                    })
-            }
-            _ => Ok(CommandOutput::Done),
-        }
+        CommandOutput::from_reply(command, reply.as_deref(), "execute")
     }
 
     async fn open_dm_session(&self, session: &SessionInfo) -> Result<(), HostError> {
@@ -189,14 +162,12 @@ impl Host for ForeignHost {
             .call("dmAccount", move |h| h.dm_account(device))
             .await
             .map_err(|e| host_error(e, ReasonCode::InvalidDmAccount))?;
-        let bad = |e: String| HostError::new(ReasonCode::InvalidDmAccount, e);
-        let tree = MgmtTree::from_xml(tnds.as_bytes())
-            .map_err(|e| bad(format!("dmAccount returned invalid TNDS: {e}")))?;
-        match tree.nodes.as_slice() {
-            [node] => DmAcc::from_node(node)
-                .map_err(|e| bad(format!("dmAccount returned an invalid DMAcc: {e}"))),
-            _ => Err(bad("dmAccount must return exactly one DMAcc node".into())),
-        }
+        DmAcc::from_tnds(&tnds).map_err(|e| {
+            HostError::new(
+                ReasonCode::InvalidDmAccount,
+                format!("dmAccount returned an invalid DMAcc TNDS: {e}"),
+            )
+        })
     }
 
     async fn bootstrap_server_url(&self, device: &DeviceInfo) -> Result<String, HostError> {

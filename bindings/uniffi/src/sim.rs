@@ -73,14 +73,7 @@ pub fn simple_dmacc_tnds(
 }
 
 fn account_of(tnds: &str) -> Result<DmAcc, DelegationError> {
-    let tree = MgmtTree::from_xml(tnds.as_bytes())?;
-    match tree.nodes.as_slice() {
-        [node] => Ok(DmAcc::from_node(node)?),
-        _ => Err(DelegationError::invalid(
-            "dmaccTnds",
-            "must hold exactly one DMAcc node",
-        )),
-    }
+    Ok(DmAcc::from_tnds(tnds)?)
 }
 
 /// A simulated Bootstrap Server (DMS-2's, Methods 3/4).

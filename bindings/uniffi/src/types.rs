@@ -479,17 +479,8 @@ impl TryFrom<&Command> for ClientCommand {
             },
             CommandKind::GetAcl => ClientCommand::GetAcl { uri: c.uri.clone() },
             CommandKind::Add => {
-                let tree = MgmtTree::from_xml(need(&c.tnds, "command.tnds")?.as_bytes())?;
-                let mut nodes = tree.nodes.into_iter();
-                let node = match (nodes.next(), nodes.next()) {
-                    (Some(n), None) => n,
-                    _ => {
-                        return Err(DelegationError::invalid(
-                            "command.tnds",
-                            "must hold exactly one top-level node",
-                        ))
-                    }
-                };
+                let tnds = need(&c.tnds, "command.tnds")?;
+                let node = MgmtTree::single_node_from_xml(tnds.as_bytes())?;
                 ClientCommand::Add {
                     parent: need(&c.parent, "command.parent")?,
                     node,

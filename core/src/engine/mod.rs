@@ -153,13 +153,15 @@ impl DelegationServer {
 
     /// Tells the engine that a message of this session could not be delivered to the peer
     /// (for transports that deliver in the background): the session fails with reason
-    /// 170 and rolls back. No effect on an ended session.
+    /// 170 and rolls back. A FAILURE is still sent, best effort: "not delivered" may mean
+    /// "processed, answer lost", and a peer that went on must learn it has to undo.
+    /// No effect on an ended session.
     pub async fn peer_unreachable(&self, session_id: &str, detail: &str) -> Result<SessionInfo> {
         self.inner
             .fail_session(
                 session_id,
                 Reason::new(ReasonCode::PeerUnreachable, detail),
-                false,
+                true,
                 false,
             )
             .await

@@ -579,10 +579,10 @@ const COMMANDS: &[&str] = &[
 /// in `repeatable` repeat, and no text beside the elements.
 fn check(el: &Element, here: &str, allowed: &[&str], repeatable: &[&str]) -> R<()> {
     for (i, c) in el.children.iter().enumerate() {
-        if !allowed.contains(&c.name.as_str()) {
+        if !allowed.contains(&c.name) {
             return Err(DecodeError::UnexpectedElement {
                 parent: here.to_string(),
-                element: c.name.clone(),
+                element: c.name.to_string(),
             });
         }
         let ns = c.ns.as_deref().unwrap_or("");
@@ -593,14 +593,12 @@ fn check(el: &Element, here: &str, allowed: &[&str], repeatable: &[&str]) -> R<(
         };
         if !ok {
             return Err(invalid(
-                join(here, &c.name),
+                join(here, c.name),
                 format!("element in namespace `{ns}`"),
             ));
         }
-        if !repeatable.contains(&c.name.as_str())
-            && el.children[..i].iter().any(|p| p.name == c.name)
-        {
-            return Err(invalid(join(here, &c.name), "appears more than once"));
+        if !repeatable.contains(&c.name) && el.children[..i].iter().any(|p| p.name == c.name) {
+            return Err(invalid(join(here, c.name), "appears more than once"));
         }
     }
     if !is_xml_blank(&el.text) {
@@ -616,9 +614,9 @@ fn raw_text<'a>(el: &'a Element, name: &str, here: &str) -> R<Option<&'a str>> {
         Some(c) => match c.children.first() {
             Some(g) => Err(DecodeError::UnexpectedElement {
                 parent: join(here, name),
-                element: g.name.clone(),
+                element: g.name.to_string(),
             }),
-            None => Ok(Some(c.text.as_str())),
+            None => Ok(Some(c.text.as_ref())),
         },
     }
 }
@@ -712,13 +710,13 @@ fn message_from(root: &Element) -> R<SyncMessage> {
     if root.name != "SyncML" {
         return Err(DecodeError::WrongRoot {
             expected: "SyncML".into(),
-            found: root.name.clone(),
+            found: root.name.to_string(),
         });
     }
     if root.ns.as_deref() != Some(NAMESPACE) {
         return Err(DecodeError::WrongNamespace {
             expected: NAMESPACE.into(),
-            found: root.ns.clone().unwrap_or_default(),
+            found: root.ns.as_deref().unwrap_or_default().to_string(),
         });
     }
     let here = "SyncML";
@@ -829,7 +827,7 @@ fn items_from(el: &Element, here: &str) -> R<Vec<Item>> {
 
 fn command_from(el: &Element, here: &str) -> R<SyncCommand> {
     let cmd_id = req_number(el, "CmdID", here)?;
-    let cmd = match el.name.as_str() {
+    let cmd = match el.name {
         "Alert" => {
             check(el, here, &["CmdID", "Data", "Item"], &["Item"])?;
             SyncCommand::Alert(Alert {
