@@ -27,7 +27,7 @@ use dmdelegate::{
 };
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 use crate::tls::{certificate_names, client_config, server_config, Identity, TlsError};
@@ -75,6 +75,9 @@ pub struct HttpsOptions {
     pub backoff: Duration,
     /// TLS handshake timeout on the server side.
     pub handshake_timeout: Duration,
+    /// Most requests in flight to one peer at a time (so as many connections): sessions
+    /// proceed in parallel up to this, then wait their turn.
+    pub max_requests_per_peer: usize,
 }
 
 impl Default for HttpsOptions {
@@ -86,6 +89,7 @@ impl Default for HttpsOptions {
             attempts: 4,
             backoff: Duration::from_millis(200),
             handshake_timeout: Duration::from_secs(10),
+            max_requests_per_peer: 32,
         }
     }
 }
@@ -367,10 +371,11 @@ pub struct HttpsTransport {
     peers: HashMap<String, Peer>,
     options: HttpsOptions,
     server: OnceLock<WeakDelegationServer>,
-    /// One ordered queue per (peer, session): a session's messages keep their order,
-    /// different sessions do not wait for each other. A queue idle for
-    /// [`QUEUE_IDLE`] goes away.
-    queues: Mutex<HashMap<(String, String), mpsc::UnboundedSender<Message>>>,
+    /// One ordered queue per (peer, session) with messages waiting: a session's messages
+    /// keep their order, different sessions do not wait for each other.
+    queues: Mutex<HashMap<(String, String), std::collections::VecDeque<Message>>>,
+    /// Per peer: permits for requests in flight ([`HttpsOptions::max_requests_per_peer`]).
+    in_flight: HashMap<String, Arc<tokio::sync::Semaphore>>,
     delivered: Mutex<DeliveryLog>,
 }
 
@@ -457,6 +462,16 @@ impl HttpsTransport {
             options,
             server: OnceLock::new(),
             queues: Mutex::new(HashMap::new()),
+            in_flight: peers
+                .iter()
+                .map(|p| {
+                    let permits = options.max_requests_per_peer.max(1);
+                    (
+                        p.server_id.clone(),
+                        Arc::new(tokio::sync::Semaphore::new(permits)),
+                    )
+                })
+                .collect(),
             delivered: Mutex::new(DeliveryLog::default()),
         }))
     }
@@ -550,7 +565,13 @@ impl HttpsTransport {
         let mut delay = self.options.backoff;
         let mut last = String::new();
         for attempt in 1..=self.options.attempts.max(1) {
-            match self.attempt(peer, &xml).await {
+            let permit = match self.in_flight.get(&peer.server_id) {
+                Some(s) => s.clone().acquire_owned().await.ok(),
+                None => None,
+            };
+            let outcome = self.attempt(peer, &xml).await;
+            drop(permit);
+            match outcome {
                 Attempt::Delivered => return Ok(attempt),
                 Attempt::Refused(e) => return Err(e),
                 Attempt::Retry(e) => {
@@ -573,52 +594,38 @@ impl HttpsTransport {
     /// the session's delivery task when it has none.
     fn enqueue(self: &Arc<Self>, peer: &Peer, message: Message) -> Result<(), TransportError> {
         let key = (peer.server_id.clone(), message.header.session_id.clone());
-        // Sent under the lock: a delivery task retiring its idle queue (under the same
-        // lock) then never strands a message in a queue nobody reads.
         let mut queues = self.queues.lock().unwrap_or_else(|p| p.into_inner());
-        let message = match queues.get(&key) {
-            Some(q) => match q.send(message) {
-                Ok(()) => return Ok(()),
-                Err(mpsc::error::SendError(m)) => m,
-            },
-            None => message,
-        };
-        let (tx, rx) = mpsc::unbounded_channel::<Message>();
-        tx.send(message).map_err(|_| TransportError {
-            message: "the delivery queue closed".into(),
-        })?;
-        queues.insert(key.clone(), tx);
-        drop(queues);
-        self.spawn_delivery(peer.clone(), key, rx);
+        match queues.get_mut(&key) {
+            // A task is draining this session's queue: it will take this one too.
+            Some(pending) => pending.push_back(message),
+            None => {
+                queues.insert(key.clone(), std::collections::VecDeque::from([message]));
+                drop(queues);
+                self.spawn_delivery(peer.clone(), key);
+            }
+        }
         Ok(())
     }
 
-    fn spawn_delivery(
-        self: &Arc<Self>,
-        target: Peer,
-        key: (String, String),
-        mut rx: mpsc::UnboundedReceiver<Message>,
-    ) {
+    /// Delivers the session's queue in order until it is empty, then removes it (under
+    /// the lock `enqueue` takes, so a message is either taken by this task or starts a
+    /// new one). An idle session costs nothing.
+    fn spawn_delivery(self: &Arc<Self>, target: Peer, key: (String, String)) {
         let this = Arc::downgrade(self);
         tokio::spawn(async move {
             loop {
-                let message = match tokio::time::timeout(QUEUE_IDLE, rx.recv()).await {
-                    Ok(Some(m)) => m,
-                    Ok(None) => break,
-                    Err(_idle) => {
-                        let Some(transport) = this.upgrade() else {
-                            break;
-                        };
-                        let mut queues = transport.queues.lock().unwrap_or_else(|p| p.into_inner());
-                        if rx.is_empty() {
+                let Some(transport) = this.upgrade() else {
+                    break;
+                };
+                let message = {
+                    let mut queues = transport.queues.lock().unwrap_or_else(|p| p.into_inner());
+                    match queues.get_mut(&key).and_then(|q| q.pop_front()) {
+                        Some(m) => m,
+                        None => {
                             queues.remove(&key);
                             break;
                         }
-                        continue;
                     }
-                };
-                let Some(transport) = this.upgrade() else {
-                    break;
                 };
                 if let Err(e) = transport.deliver(&target, &message).await {
                     tracing::warn!(peer = %target.server_id, kind = %message.body.kind(), error = %e, "delivery failed");
@@ -638,9 +645,6 @@ impl HttpsTransport {
         });
     }
 }
-
-/// How long a session's delivery queue lives without messages.
-const QUEUE_IDLE: Duration = Duration::from_secs(2);
 
 /// A handle implementing [`Transport`] for an `Arc<HttpsTransport>` (queues need the Arc).
 #[derive(Debug, Clone)]
