@@ -28,6 +28,9 @@ use crate::https::{serve, Endpoint, HttpsOptions, HttpsSender, HttpsTransport, P
 use crate::sqlite::SqliteStore;
 use crate::tls::Identity;
 
+/// How far back a starting server looks for failed sessions whose FAILURE it sends again.
+pub const RESEND_FAILURES_WINDOW: Duration = Duration::from_secs(15 * 60);
+
 /// How often the deadline watcher looks for sessions past their deadline, by default.
 pub const DEFAULT_WATCH_PERIOD: Duration = Duration::from_millis(500);
 
@@ -253,6 +256,9 @@ impl Server {
             runtime: Handle::current(),
             closed: std::sync::atomic::AtomicBool::new(false),
         };
+        if server.https.is_none() {
+            server.spawn_resend_failures();
+        }
         if !peers.is_empty() {
             server.set_peers(peers)?;
         }
@@ -305,7 +311,25 @@ impl Server {
         parts.transport = Some(transport.clone());
         *self.late.0.write().unwrap_or_else(|p| p.into_inner()) =
             Some(Arc::new(HttpsSender(transport)));
+        self.spawn_resend_failures();
         Ok(())
+    }
+
+    /// Once the transport is there: FAILUREs of sessions that failed shortly before a
+    /// restart go out again (they may have been queued when the server stopped).
+    fn spawn_resend_failures(&self) {
+        let engine = self.engine.downgrade();
+        self.runtime.spawn(async move {
+            let Some(engine) = engine.upgrade() else {
+                return;
+            };
+            let since = Timestamp(Timestamp::now().0 - RESEND_FAILURES_WINDOW.as_millis() as i64);
+            match engine.resend_failures(since).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(sessions = n, "FAILUREs sent again after start"),
+                Err(e) => tracing::warn!(error = %e, "sending FAILUREs again failed"),
+            }
+        });
     }
 
     fn check_open(&self) -> Result<(), Error> {

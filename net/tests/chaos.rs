@@ -1,4 +1,4 @@
-//! Delegations under load through a hostile network, with a server restarted mid-way and
+//! Delegations under load through a hostile network, with both servers restarted mid-way and
 //! devices that never answer: every delegation ends (Completed, RolledBack or Rejected)
 //! on both servers, and each device is exactly as DMS-1's outcome says — carrying DMS-2's
 //! account after a completion, byte for byte as before otherwise.
@@ -251,11 +251,16 @@ async fn every_delegation_ends_cleanly_through_drops_delays_restarts_and_dead_de
         }
     }
 
-    // DMS-2 stops mid-way and comes back on the same port from its SQLite store.
+    // DMS-2 stops mid-way and comes back on the same port from its SQLite store; then
+    // DMS-1 (which holds the rollback journals) does the same.
     tokio::time::sleep(Duration::from_millis(300)).await;
     drop(dms2);
     tokio::time::sleep(Duration::from_millis(200)).await;
     let dms2 = start(DMS2, &two, &trust, port2, peer(DMS1, proxy_to_1)).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    drop(dms1);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let dms1 = start(DMS1, &one, &trust, port1, peer(DMS2, proxy_to_2)).await;
 
     let mut completed = 0;
     for (i, id) in &ids {

@@ -222,6 +222,35 @@ impl DelegationServer {
             .await
     }
 
+    /// Sends DELEGATION_FAILURE again for every session that ended in failure
+    /// (`RolledBack`, `RollbackFailed`) at or after `since`, and returns how many. For a
+    /// server starting again: a FAILURE queued when it stopped may never have left, and a
+    /// peer that had completed meanwhile must still learn to undo. Harmless to a peer that
+    /// already knows (a FAILURE for an ended session is ignored).
+    pub async fn resend_failures(&self, since: Timestamp) -> Result<usize> {
+        let mut sent = 0;
+        for r in self.inner.records().await? {
+            let failed = matches!(r.state, State::RolledBack | State::RollbackFailed);
+            if !failed || r.updated < since || r.reason.is_none() {
+                continue;
+            }
+            let lock = self.inner.lock_for(&r.session_id);
+            let guard = lock.lock().await;
+            let Some(mut rec) = self.inner.load(&r.session_id).await? else {
+                continue;
+            };
+            let Some(reason) = rec.reason.clone() else {
+                continue;
+            };
+            let m = self.inner.outgoing(&mut rec, Body::Failure(reason));
+            self.inner.save(&mut rec).await?;
+            drop(guard);
+            self.inner.send_all(&rec.session_id, vec![m]).await?;
+            sent += 1;
+        }
+        Ok(sent)
+    }
+
     /// Tries again to undo the client changes of a session that ended `RollbackFailed`
     /// (for example once the device is reachable again).
     pub async fn retry_rollback(&self, session_id: &str) -> Result<SessionInfo> {
