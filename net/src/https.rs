@@ -2,7 +2,8 @@
 //! delegation endpoint, over TLS 1.3 with client certificates on both sides.
 //!
 //! Receiving: [`serve`] accepts TLS connections, maps the client certificate to a
-//! configured peer, and hands each message to the engine with that peer as the
+//! configured peer, checks what it can without the session, answers 202, and hands the
+//! message to the engine (one task per session, in arrival order) with that peer as the
 //! authenticated sender. Sending: [`HttpsTransport`] queues messages per session and
 //! delivers each session's in order from a background task, retrying transient failures
 //! with backoff; sessions proceed in parallel over pooled connections. A message that
@@ -102,6 +103,51 @@ struct AuthenticatedPeer(Option<String>);
 struct App {
     server: DelegationServer,
     limits: XmlLimits,
+    /// Messages accepted and waiting for the engine, per session, in arrival order.
+    inbound: Arc<Mutex<HashMap<String, Inbound>>>,
+}
+
+/// A session's accepted messages with the peer each came from, oldest first.
+type Inbound = std::collections::VecDeque<(Message, String)>;
+
+impl App {
+    /// Hands `message` to the engine behind the earlier messages of its session. The
+    /// engine runs in its own task: the HTTP answer never waits for host callbacks (a DM
+    /// session with a device may take minutes), and a session's messages keep their
+    /// order because one task drains each session's queue.
+    fn enqueue(&self, message: Message, peer: String) {
+        let session = message.header.session_id.clone();
+        let mut inbound = self.inbound.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(pending) = inbound.get_mut(&session) {
+            pending.push_back((message, peer));
+            return;
+        }
+        inbound.insert(
+            session.clone(),
+            std::collections::VecDeque::from([(message, peer)]),
+        );
+        drop(inbound);
+        let (server, queues) = (self.server.clone(), self.inbound.clone());
+        tokio::spawn(async move {
+            loop {
+                let next = {
+                    let mut inbound = queues.lock().unwrap_or_else(|p| p.into_inner());
+                    match inbound.get_mut(&session).and_then(|q| q.pop_front()) {
+                        Some(item) => item,
+                        None => {
+                            inbound.remove(&session);
+                            break;
+                        }
+                    }
+                };
+                let (message, peer) = next;
+                if let Err(e) = server.receive(&message, Some(&peer)).await {
+                    // The engine answered with its own FAILURE where the protocol asks.
+                    tracing::info!(%peer, kind = %message.body.kind(), error = %e, "message not taken");
+                }
+            }
+        });
+    }
 }
 
 /// A running endpoint; dropping it (or calling [`Endpoint::shutdown`]) stops accepting.
@@ -151,7 +197,11 @@ pub fn serve(
     let router = Router::new()
         .route(DELEGATION_PATH, post(receive))
         .layer(DefaultBodyLimit::max(options.max_body_bytes))
-        .with_state(App { server, limits });
+        .with_state(App {
+            server,
+            limits,
+            inbound: Arc::default(),
+        });
     let identities: Arc<Vec<(String, String)>> = Arc::new(
         peers
             .iter()
@@ -324,37 +374,38 @@ async fn receive(
         Ok(m) => m,
         Err(e) => return (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
     };
-    match app.server.receive(&message, Some(&peer)).await {
-        Ok(_) => StatusCode::NO_CONTENT.into_response(),
-        Err(Error::Authentication(detail)) => {
-            tracing::warn!(%peer, claimed = %message.header.sender, "sender is not the authenticated peer");
-            let mut answer = message.clone();
-            // The FAILURE goes back on this connection, to whoever really is talking.
-            answer.header.sender = peer.clone();
-            let doc = failure_document(
-                &answer,
-                app.server.server_id(),
-                Reason::new(ReasonCode::AuthenticationFailed, detail),
-            );
-            (
-                StatusCode::FORBIDDEN,
-                [(header::CONTENT_TYPE, MEDIA_TYPE)],
-                doc,
-            )
-                .into_response()
-        }
-        Err(e @ Error::WrongRecipient { .. }) => {
-            (StatusCode::MISDIRECTED_REQUEST, e.to_string()).into_response()
-        }
-        // The engine already answered with its own FAILURE message.
-        Err(e @ (Error::InvalidState(_) | Error::UnknownSession(_))) => {
-            (StatusCode::CONFLICT, e.to_string()).into_response()
-        }
-        Err(e @ (Error::Decode(_) | Error::InvalidArgument { .. })) => {
-            (StatusCode::BAD_REQUEST, e.to_string()).into_response()
-        }
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    // What can be checked without the session is checked here, so the answer says it;
+    // the rest is the engine's, in order, after the answer.
+    if message.header.recipient != app.server.server_id() {
+        let e = Error::WrongRecipient {
+            expected: app.server.server_id().to_string(),
+            found: message.header.recipient.clone(),
+        };
+        return (StatusCode::MISDIRECTED_REQUEST, e.to_string()).into_response();
     }
+    if message.header.sender != peer {
+        tracing::warn!(%peer, claimed = %message.header.sender, "sender is not the authenticated peer");
+        let detail = format!(
+            "message claims sender `{}` but the connection authenticated `{peer}`",
+            message.header.sender
+        );
+        let mut answer = message.clone();
+        // The FAILURE goes back on this connection, to whoever really is talking.
+        answer.header.sender = peer.clone();
+        let doc = failure_document(
+            &answer,
+            app.server.server_id(),
+            Reason::new(ReasonCode::AuthenticationFailed, detail),
+        );
+        return (
+            StatusCode::FORBIDDEN,
+            [(header::CONTENT_TYPE, MEDIA_TYPE)],
+            doc,
+        )
+            .into_response();
+    }
+    app.enqueue(message, peer);
+    StatusCode::ACCEPTED.into_response()
 }
 
 /// How one delivery attempt ended.

@@ -314,3 +314,107 @@ async fn every_delegation_ends_cleanly_through_drops_delays_restarts_and_dead_de
     eprintln!("chaos: {completed} of {} delegations completed", ids.len());
     assert!(completed > 0, "the network is hostile, not dead");
 }
+
+/// DMS-2's host opening its DM session more slowly than the sender's whole patience
+/// (2 attempts of a 1 s request timeout): the HTTP answer does not wait for the host, so
+/// the delegation completes instead of failing with 170.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_slower_than_the_senders_patience_still_completes() {
+    struct Slow(Arc<SimHost>);
+
+    #[async_trait::async_trait]
+    impl dmdelegate::Host for Slow {
+        async fn accept_delegation(
+            &self,
+            offer: &dmdelegate::DelegationOffer,
+        ) -> dmdelegate::PolicyDecision {
+            self.0.accept_delegation(offer).await
+        }
+        async fn execute(
+            &self,
+            device: &DeviceInfo,
+            command: &dmdelegate::ClientCommand,
+        ) -> Result<dmdelegate::CommandOutput, dmdelegate::DeviceError> {
+            self.0.execute(device, command).await
+        }
+        async fn open_dm_session(&self, s: &SessionInfo) -> Result<(), dmdelegate::HostError> {
+            tokio::time::sleep(Duration::from_millis(2500)).await;
+            self.0.open_dm_session(s).await
+        }
+        async fn dm_account(&self, d: &DeviceInfo) -> Result<DmAcc, dmdelegate::HostError> {
+            self.0.dm_account(d).await
+        }
+        async fn bootstrap_server_url(
+            &self,
+            d: &DeviceInfo,
+        ) -> Result<String, dmdelegate::HostError> {
+            self.0.bootstrap_server_url(d).await
+        }
+        fn on_event(&self, e: &dmdelegate::Event) {
+            self.0.on_event(e)
+        }
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let pki = TestPki::new("slow CA").unwrap();
+    let trust = pki.ca_pem().to_string();
+    let (one, two) = (side(&pki, DMS1, dir.path()), side(&pki, DMS2, dir.path()));
+    let acc1 = DmAcc::simple(DMS1, "https://dms1.operator.example/dm", "c1", "s1");
+    two.host.set_account(DmAcc::simple(
+        DMS2,
+        "https://dms2.enterprise.example/dm",
+        "c2",
+        "s2",
+    ));
+    let d = Arc::new(SimDevice::new(device(0)));
+    provision_sample_tree(&d, &acc1);
+    one.host.add_device(d.clone());
+    two.host.add_device(d.clone());
+
+    let listen: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let port1 = TcpListener::bind(listen)
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let port2 = TcpListener::bind(listen)
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let peer = |id: &str, to: SocketAddr| Peer {
+        server_id: id.into(),
+        endpoint: format!("https://{id}:{}/dm-delegation", to.port()),
+        identity: None,
+        address: Some(to),
+    };
+    let impatient = |o: &mut ServerOptions| {
+        if let Wire::Https { options, .. } = &mut o.wire {
+            options.request_timeout = Duration::from_secs(1);
+            options.attempts = 2;
+        }
+    };
+    let mut o1 = options(DMS1, &one, &trust, port1, peer(DMS2, port2));
+    impatient(&mut o1);
+    let mut o2 = options(DMS2, &two, &trust, port2, peer(DMS1, port1));
+    impatient(&mut o2);
+    o2.timeouts.preparation = Duration::from_secs(10);
+    o1.timeouts.confirm = Duration::from_secs(10);
+    let dms1 = Server::start(o1, one.host.clone()).await.unwrap();
+    let dms2 = Server::start(o2, Arc::new(Slow(two.host.clone())))
+        .await
+        .unwrap();
+
+    let id = dms1
+        .start_delegation(request(0, DMS2, Method::DelegatingInitiates))
+        .await
+        .unwrap();
+    let at1 = wait_terminal(&dms1, &id).await;
+    let at2 = wait_terminal(&dms2, &id).await;
+    assert_eq!(
+        (at1.state, at2.state),
+        (State::Completed, State::Completed),
+        "{at1:?}"
+    );
+    assert_eq!(d.accounts_of(DMS2).len(), 1);
+}
