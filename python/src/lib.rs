@@ -350,5 +350,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(terminal_states, m)?)?;
     m.add_function(wrap_pyfunction!(types::simple_dmacc_tnds, m)?)?;
     logging::install();
+    // Not added to the module: only `atexit` holds it.
+    let stop = wrap_pyfunction!(logging::stop, m)?;
+    m.py().import("atexit")?.call_method1("register", (stop,))?;
     Ok(())
 }

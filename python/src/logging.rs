@@ -44,8 +44,22 @@ fn python_level(level: &Level) -> u8 {
     }
 }
 
+/// Set by an `atexit` hook: once the interpreter starts to shut down, runtime threads
+/// must not take the GIL any more (a thread that takes it while the interpreter finalizes
+/// aborts the process).
+static STOPPED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Stops the bridge; registered with `atexit`, so it runs before finalization begins.
+#[pyo3::pyfunction]
+pub fn stop() {
+    STOPPED.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
 impl<S: Subscriber> Layer<S> for PythonLogging {
     fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
+        if STOPPED.load(std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
         let meta = event.metadata();
         let level = python_level(meta.level());
         let mut text = Text::default();
