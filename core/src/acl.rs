@@ -69,6 +69,20 @@ impl FromStr for AclCommand {
     }
 }
 
+impl AclCommand {
+    /// Rights written as command names joined by `+` (`Add+Get+Replace`), parsed, sorted
+    /// and without repeats: how a delegation request names the rights on a subtree.
+    pub fn parse_list(text: &str) -> Result<Vec<AclCommand>, DecodeError> {
+        let mut rights = text
+            .split('+')
+            .map(|r| r.trim().parse::<AclCommand>())
+            .collect::<Result<Vec<_>, _>>()?;
+        rights.sort();
+        rights.dedup();
+        Ok(rights)
+    }
+}
+
 /// Who an ACL entry grants a command to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Grantees {

@@ -257,6 +257,11 @@ impl DmAcc {
         root
     }
 
+    /// The TNDS document holding this account's one DMAcc node (what a host hands over).
+    pub fn to_tnds(&self) -> String {
+        crate::tree::MgmtTree::new(vec![self.to_node()]).to_xml()
+    }
+
     /// Reads an account from a TNDS document holding its one DMAcc node, and validates it.
     pub fn from_tnds(document: &str) -> Result<Self, DecodeError> {
         Self::from_node(&crate::tree::MgmtTree::single_node_from_xml(

@@ -106,6 +106,18 @@ pub enum CommandOutput {
 }
 
 impl CommandOutput {
+    /// The text a host replies with for this output: the ACL text, the subtree's TNDS,
+    /// nothing for a write. The inverse of [`CommandOutput::from_reply`].
+    pub fn to_reply(&self) -> Option<String> {
+        match self {
+            CommandOutput::Done => None,
+            CommandOutput::Acl(acl) => Some(acl.to_string()),
+            CommandOutput::Tree(node) => {
+                Some(crate::tree::MgmtTree::new(vec![node.clone()]).to_xml())
+            }
+        }
+    }
+
     /// The output of `command` from the text a host replied with after status 200: the
     /// subtree's TNDS for [`ClientCommand::GetTree`], the ACL text for
     /// [`ClientCommand::GetAcl`], nothing for writes. A missing or invalid reply is a

@@ -53,6 +53,18 @@ pub trait SessionStore: Send + Sync {
             .collect())
     }
 
+    /// The sessions that ended in failure at or after `since`
+    /// ([`SessionRecord::failed_since`]): what a starting server sends FAILURE for again.
+    /// The default filters [`SessionStore::list`]; stores should answer from an index.
+    async fn list_failed_since(&self, since: Timestamp) -> Result<Vec<SessionRecord>, StoreError> {
+        Ok(self
+            .list()
+            .await?
+            .into_iter()
+            .filter(|r| r.failed_since(since))
+            .collect())
+    }
+
     /// The active records of one device: what the one-delegation-per-device check and
     /// the device-connected lookup scan.
     async fn list_active_for_device(
@@ -80,6 +92,11 @@ impl MemoryStore {
         Self::default()
     }
 
+    /// Copies of the records `keep` selects.
+    fn cloned_where(&self, keep: impl Fn(&SessionRecord) -> bool) -> Vec<SessionRecord> {
+        self.map().values().filter(|r| keep(r)).cloned().collect()
+    }
+
     fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, SessionRecord>> {
         // A panic elsewhere cannot leave a half-written record: records are replaced whole.
         self.records.lock().unwrap_or_else(|p| p.into_inner())
@@ -98,7 +115,7 @@ impl SessionStore for MemoryStore {
     }
 
     async fn list(&self) -> Result<Vec<SessionRecord>, StoreError> {
-        Ok(self.map().values().cloned().collect())
+        Ok(self.cloned_where(|_| true))
     }
 
     async fn remove(&self, session_id: &str) -> Result<(), StoreError> {
@@ -106,35 +123,24 @@ impl SessionStore for MemoryStore {
         Ok(())
     }
 
-    // Filter before cloning: the default clones every record, which is quadratic when
+    // Filter before cloning: the defaults clone every record, which is quadratic when
     // thousands of delegations start at once.
     async fn list_active(&self) -> Result<Vec<SessionRecord>, StoreError> {
-        Ok(self
-            .map()
-            .values()
-            .filter(|r| r.is_active())
-            .cloned()
-            .collect())
+        Ok(self.cloned_where(SessionRecord::is_active))
     }
 
     async fn list_due(&self, now: Timestamp) -> Result<Vec<SessionRecord>, StoreError> {
-        Ok(self
-            .map()
-            .values()
-            .filter(|r| r.is_due(now))
-            .cloned()
-            .collect())
+        Ok(self.cloned_where(|r| r.is_due(now)))
+    }
+
+    async fn list_failed_since(&self, since: Timestamp) -> Result<Vec<SessionRecord>, StoreError> {
+        Ok(self.cloned_where(|r| r.failed_since(since)))
     }
 
     async fn list_active_for_device(
         &self,
         device_id: &str,
     ) -> Result<Vec<SessionRecord>, StoreError> {
-        Ok(self
-            .map()
-            .values()
-            .filter(|r| r.is_active() && r.info.device.device_id == device_id)
-            .cloned()
-            .collect())
+        Ok(self.cloned_where(|r| r.is_active() && r.info.device.device_id == device_id))
     }
 }

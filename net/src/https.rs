@@ -9,7 +9,7 @@
 //! with backoff; sessions proceed in parallel over pooled connections. A message that
 //! cannot be delivered fails its session.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -99,16 +99,55 @@ impl Default for HttpsOptions {
 #[derive(Debug, Clone)]
 struct AuthenticatedPeer(Option<String>);
 
+/// Ordered lanes of work, one per key (a session), that exist only while they hold items.
+/// `push` says whether the caller must start the lane's draining task; that task `pop`s
+/// until `None`, which removes the empty lane under the same lock — so an item is either
+/// taken by the running task or starts a new one, never stranded.
+struct Lanes<K, T>(Mutex<HashMap<K, VecDeque<T>>>);
+
+impl<K: std::hash::Hash + Eq + Clone, T> Lanes<K, T> {
+    fn new() -> Self {
+        Lanes(Mutex::new(HashMap::new()))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<K, VecDeque<T>>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues `item`; true when the lane is new and needs a draining task.
+    fn push(&self, key: &K, item: T) -> bool {
+        let mut lanes = self.lock();
+        match lanes.get_mut(key) {
+            Some(pending) => {
+                pending.push_back(item);
+                false
+            }
+            None => {
+                lanes.insert(key.clone(), VecDeque::from([item]));
+                true
+            }
+        }
+    }
+
+    /// The lane's next item, or `None` after removing the emptied lane.
+    fn pop(&self, key: &K) -> Option<T> {
+        let mut lanes = self.lock();
+        let next = lanes.get_mut(key).and_then(VecDeque::pop_front);
+        if next.is_none() {
+            lanes.remove(key);
+        }
+        next
+    }
+}
+
 #[derive(Clone)]
 struct App {
     server: DelegationServer,
     limits: XmlLimits,
-    /// Messages accepted and waiting for the engine, per session, in arrival order.
-    inbound: Arc<Mutex<HashMap<String, Inbound>>>,
+    /// Messages accepted and waiting for the engine, per session, with the peer each came
+    /// from, in arrival order.
+    inbound: Arc<Lanes<String, (Message, String)>>,
 }
-
-/// A session's accepted messages with the peer each came from, oldest first.
-type Inbound = std::collections::VecDeque<(Message, String)>;
 
 impl App {
     /// Hands `message` to the engine behind the earlier messages of its session. The
@@ -117,30 +156,12 @@ impl App {
     /// order because one task drains each session's queue.
     fn enqueue(&self, message: Message, peer: String) {
         let session = message.header.session_id.clone();
-        let mut inbound = self.inbound.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(pending) = inbound.get_mut(&session) {
-            pending.push_back((message, peer));
+        if !self.inbound.push(&session, (message, peer)) {
             return;
         }
-        inbound.insert(
-            session.clone(),
-            std::collections::VecDeque::from([(message, peer)]),
-        );
-        drop(inbound);
-        let (server, queues) = (self.server.clone(), self.inbound.clone());
+        let (server, lanes) = (self.server.clone(), self.inbound.clone());
         tokio::spawn(async move {
-            loop {
-                let next = {
-                    let mut inbound = queues.lock().unwrap_or_else(|p| p.into_inner());
-                    match inbound.get_mut(&session).and_then(|q| q.pop_front()) {
-                        Some(item) => item,
-                        None => {
-                            inbound.remove(&session);
-                            break;
-                        }
-                    }
-                };
-                let (message, peer) = next;
+            while let Some((message, peer)) = lanes.pop(&session) {
                 if let Err(e) = server.receive(&message, Some(&peer)).await {
                     // The engine answered with its own FAILURE where the protocol asks.
                     tracing::info!(%peer, kind = %message.body.kind(), error = %e, "message not taken");
@@ -200,7 +221,7 @@ pub fn serve(
         .with_state(App {
             server,
             limits,
-            inbound: Arc::default(),
+            inbound: Arc::new(Lanes::new()),
         });
     let identities: Arc<Vec<(String, String)>> = Arc::new(
         peers
@@ -424,7 +445,7 @@ pub struct HttpsTransport {
     server: OnceLock<WeakDelegationServer>,
     /// One ordered queue per (peer, session) with messages waiting: a session's messages
     /// keep their order, different sessions do not wait for each other.
-    queues: Mutex<HashMap<(String, String), std::collections::VecDeque<Message>>>,
+    queues: Lanes<(String, String), Message>,
     /// Per peer: permits for requests in flight ([`HttpsOptions::max_requests_per_peer`]).
     in_flight: HashMap<String, Arc<tokio::sync::Semaphore>>,
     delivered: Mutex<DeliveryLog>,
@@ -512,7 +533,7 @@ impl HttpsTransport {
                 .collect(),
             options,
             server: OnceLock::new(),
-            queues: Mutex::new(HashMap::new()),
+            queues: Lanes::new(),
             in_flight: peers
                 .iter()
                 .map(|p| {
@@ -642,41 +663,17 @@ impl HttpsTransport {
     }
 
     /// Queues `message` for `peer` behind the earlier messages of its session, starting
-    /// the session's delivery task when it has none.
-    fn enqueue(self: &Arc<Self>, peer: &Peer, message: Message) -> Result<(), TransportError> {
+    /// the session's delivery task when it has none. An idle session costs nothing.
+    fn enqueue(self: &Arc<Self>, peer: &Peer, message: Message) {
         let key = (peer.server_id.clone(), message.header.session_id.clone());
-        let mut queues = self.queues.lock().unwrap_or_else(|p| p.into_inner());
-        match queues.get_mut(&key) {
-            // A task is draining this session's queue: it will take this one too.
-            Some(pending) => pending.push_back(message),
-            None => {
-                queues.insert(key.clone(), std::collections::VecDeque::from([message]));
-                drop(queues);
-                self.spawn_delivery(peer.clone(), key);
-            }
+        if !self.queues.push(&key, message) {
+            return;
         }
-        Ok(())
-    }
-
-    /// Delivers the session's queue in order until it is empty, then removes it (under
-    /// the lock `enqueue` takes, so a message is either taken by this task or starts a
-    /// new one). An idle session costs nothing.
-    fn spawn_delivery(self: &Arc<Self>, target: Peer, key: (String, String)) {
-        let this = Arc::downgrade(self);
+        let (this, target) = (Arc::downgrade(self), peer.clone());
         tokio::spawn(async move {
-            loop {
-                let Some(transport) = this.upgrade() else {
+            while let Some(transport) = this.upgrade() {
+                let Some(message) = transport.queues.pop(&key) else {
                     break;
-                };
-                let message = {
-                    let mut queues = transport.queues.lock().unwrap_or_else(|p| p.into_inner());
-                    match queues.get_mut(&key).and_then(|q| q.pop_front()) {
-                        Some(m) => m,
-                        None => {
-                            queues.remove(&key);
-                            break;
-                        }
-                    }
                 };
                 if let Err(e) = transport.deliver(&target, &message).await {
                     tracing::warn!(peer = %target.server_id, kind = %message.body.kind(), error = %e, "delivery failed");
@@ -711,7 +708,7 @@ impl Transport for HttpsSender {
             .ok_or_else(|| TransportError {
                 message: format!("no peer `{}` configured", message.header.recipient),
             })?;
-        let peer = peer.clone();
-        self.0.enqueue(&peer, message.clone())
+        self.0.enqueue(peer, message.clone());
+        Ok(())
     }
 }

@@ -333,7 +333,7 @@ impl Server {
     }
 
     fn check_open(&self) -> Result<(), Error> {
-        if self.closed.load(std::sync::atomic::Ordering::SeqCst) {
+        if self.is_shut_down() {
             return Err(Error::InvalidState("the server is shut down".into()));
         }
         Ok(())
@@ -471,6 +471,8 @@ impl Server {
 
     /// Stops the endpoint, the transport and the deadline watcher. Idempotent.
     pub fn shutdown(&self) {
+        // Stopping the endpoint and watcher may touch tasks: inside the server's runtime.
+        let _inside = self.runtime.enter();
         self.closed.store(true, std::sync::atomic::Ordering::SeqCst);
         if let Some(w) = self
             .watcher

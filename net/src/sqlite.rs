@@ -357,6 +357,21 @@ impl SessionStore for SqliteStore {
         Ok(records.into_iter().filter(|r| r.is_due(now)).collect())
     }
 
+    async fn list_failed_since(&self, since: Timestamp) -> Result<Vec<SessionRecord>, StoreError> {
+        // From the state index: only failed sessions are parsed, not every one ever kept.
+        let records = self
+            .select_where(
+                "listing recently failed sessions",
+                "WHERE state IN ('RolledBack', 'RollbackFailed') AND updated_ms >= ?1",
+                since.unix_millis(),
+            )
+            .await?;
+        Ok(records
+            .into_iter()
+            .filter(|r| r.failed_since(since))
+            .collect())
+    }
+
     async fn list_active_for_device(
         &self,
         device_id: &str,

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use dmdelegate::sim::{provision_sample_tree, DeviceFault, SimBootstrapServer as CoreBootstrap};
-use dmdelegate::{AclCommand, CommandOutput, DeviceInfo, DmAcc, MgmtTree};
+use dmdelegate::{AclCommand, CommandOutput, DeviceInfo, DmAcc};
 use dmdelegate_net::TestPki as NetTestPki;
 use pyo3::prelude::*;
 use pyo3::types::PyString;
@@ -146,17 +146,9 @@ pub struct SimDevice {
 
 fn result_of(r: Result<CommandOutput, dmdelegate::DeviceError>) -> CommandResult {
     match r {
-        Ok(CommandOutput::Done) => CommandResult {
+        Ok(output) => CommandResult {
             status: 200,
-            text: None,
-        },
-        Ok(CommandOutput::Acl(acl)) => CommandResult {
-            status: 200,
-            text: Some(acl.to_string()),
-        },
-        Ok(CommandOutput::Tree(node)) => CommandResult {
-            status: 200,
-            text: Some(MgmtTree::new(vec![node]).to_xml()),
+            text: output.to_reply(),
         },
         Err(e) => CommandResult {
             status: e.status,

@@ -271,16 +271,11 @@ unsafe fn read_subtrees(
             let uri = unsafe { arg_str(t.uri, "subtrees[].uri") }?;
             // SAFETY: as above.
             let rights = unsafe { arg_str(t.rights, "subtrees[].rights") }?;
-            let mut parsed = rights
-                .split('+')
-                .map(|r| r.trim().parse::<AclCommand>())
-                .collect::<Result<Vec<_>, _>>()
+            let rights = AclCommand::parse_list(rights)
                 .map_err(|e| Failure::invalid("subtrees[].rights", e))?;
-            parsed.sort();
-            parsed.dedup();
             Ok(DelegatedSubtree {
                 uri: uri.to_string(),
-                rights: parsed,
+                rights,
             })
         })
         .collect()

@@ -6,7 +6,7 @@ use std::ffi::{c_char, CString};
 use std::sync::Arc;
 
 use dmdelegate::sim::{provision_sample_tree, SimBootstrapServer, SimDevice};
-use dmdelegate::{CommandOutput, DeviceInfo, DmAcc, MgmtTree};
+use dmdelegate::{DeviceInfo, DmAcc};
 use dmdelegate_net::TestPki;
 
 use crate::guard::{arg_ref, arg_str, check_out, write_string, Failure};
@@ -264,11 +264,7 @@ pub unsafe extern "C" fn dmd_sim_device_execute(
             return 400;
         };
         let (status, text) = match d.device.execute(sid, &cmd.inner) {
-            Ok(CommandOutput::Done) => (DMD_STATUS_OK, None),
-            Ok(CommandOutput::Acl(acl)) => (DMD_STATUS_OK, Some(acl.to_string())),
-            Ok(CommandOutput::Tree(node)) => {
-                (DMD_STATUS_OK, Some(MgmtTree::new(vec![node]).to_xml()))
-            }
+            Ok(output) => (DMD_STATUS_OK, output.to_reply()),
             Err(e) => (e.status, Some(e.message)),
         };
         // SAFETY: the caller guarantees `reply` is NULL or live and used by this thread.
@@ -383,7 +379,7 @@ pub unsafe extern "C" fn dmd_dmacc_simple_tnds(
         };
         let acc = DmAcc::simple(sid, url, cs, ss);
         acc.validate().map_err(|e| Failure::invalid("account", e))?;
-        let xml = MgmtTree::new(vec![acc.to_node()]).to_xml();
+        let xml = acc.to_tnds();
         // SAFETY: forwarded from the caller.
         unsafe { write_string(&xml, buf, len, needed) }
     })

@@ -11,8 +11,8 @@ use dmdelegate_net::{Server, ServerOptions, StartDelegation, Wire};
 
 use crate::error::DelegationError;
 use crate::host::{DelegationHost, ForeignHost};
+use crate::on_runtime;
 use crate::types::{timestamp, DelegationRequest, Session};
-use crate::{on_runtime, runtime};
 
 /// A peer DM Server.
 #[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
@@ -173,7 +173,6 @@ impl DelegationServer {
     /// Sets the peers and starts serving, for a server started without them. Once only.
     pub fn set_peers(&self, peers: Vec<Peer>) -> Result<(), DelegationError> {
         let list = self::peers(peers)?;
-        let _inside = runtime().enter();
         Ok(self.inner.set_peers(list)?)
     }
 
@@ -284,7 +283,6 @@ impl DelegationServer {
     /// Stops the endpoint, the transport and the deadline watcher. Idempotent; sessions in
     /// a durable store stay for the next start.
     pub fn close(&self) {
-        let _inside = runtime().enter();
         self.inner.shutdown();
     }
 }

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use dmdelegate::sim::provision_sample_tree;
-use dmdelegate::{ClientCommand, CommandOutput, DeviceInfo, DmAcc, MgmtTree};
+use dmdelegate::{ClientCommand, DeviceInfo, DmAcc};
 
 use crate::error::DelegationError;
 use crate::server::DelegationServer;
@@ -69,7 +69,7 @@ pub fn simple_dmacc_tnds(
 ) -> Result<String, DelegationError> {
     let acc = DmAcc::simple(&server_id, &url, &client_secret, &server_secret);
     acc.validate()?;
-    Ok(MgmtTree::new(vec![acc.to_node()]).to_xml())
+    Ok(acc.to_tnds())
 }
 
 fn account_of(tnds: &str) -> Result<DmAcc, DelegationError> {
@@ -142,9 +142,7 @@ impl SimDevice {
     ) -> Result<Option<String>, DelegationError> {
         let cmd = ClientCommand::try_from(&command)?;
         match self.inner.execute(&server_id, &cmd) {
-            Ok(CommandOutput::Done) => Ok(None),
-            Ok(CommandOutput::Acl(acl)) => Ok(Some(acl.to_string())),
-            Ok(CommandOutput::Tree(node)) => Ok(Some(MgmtTree::new(vec![node]).to_xml())),
+            Ok(output) => Ok(output.to_reply()),
             Err(e) => Err(DelegationError::Device {
                 status: e.status,
                 message: e.message,

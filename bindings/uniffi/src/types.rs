@@ -168,14 +168,8 @@ impl TryFrom<Subtree> for DelegatedSubtree {
     type Error = DelegationError;
 
     fn try_from(t: Subtree) -> Result<Self, DelegationError> {
-        let mut rights = t
-            .rights
-            .split('+')
-            .map(|r| r.trim().parse::<AclCommand>())
-            .collect::<Result<Vec<_>, _>>()
+        let rights = AclCommand::parse_list(&t.rights)
             .map_err(|e| DelegationError::invalid("subtrees[].rights", e))?;
-        rights.sort();
-        rights.dedup();
         Ok(DelegatedSubtree { uri: t.uri, rights })
     }
 }

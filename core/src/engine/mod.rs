@@ -229,11 +229,13 @@ impl DelegationServer {
     /// already knows (a FAILURE for an ended session is ignored).
     pub async fn resend_failures(&self, since: Timestamp) -> Result<usize> {
         let mut sent = 0;
-        for r in self.inner.records().await? {
-            let failed = matches!(r.state, State::RolledBack | State::RollbackFailed);
-            if !failed || r.updated < since || r.reason.is_none() {
-                continue;
-            }
+        let failed = self
+            .inner
+            .store
+            .list_failed_since(since)
+            .await
+            .map_err(|e| Error::Store(e.0))?;
+        for r in failed {
             let lock = self.inner.lock_for(&r.session_id);
             let guard = lock.lock().await;
             let Some(mut rec) = self.inner.load(&r.session_id).await? else {
@@ -1121,9 +1123,7 @@ impl Inner {
             .await
             .map_err(|e| Error::Store(e.0))?
         {
-            let overdue = !r.state.is_terminal() && r.deadline.is_some_and(|d| d <= now);
-            let expired = r.state == State::Completed && r.expires.is_some_and(|e| e <= now);
-            if overdue {
+            if r.is_overdue(now) {
                 let code = match r.state {
                     State::AwaitingConfirm => ReasonCode::ConfirmTimeout,
                     _ => ReasonCode::Timeout,
@@ -1132,7 +1132,7 @@ impl Inner {
                 self.fail_session(&r.session_id, reason, true, false)
                     .await?;
                 ended += 1;
-            } else if expired {
+            } else if r.is_expired(now) {
                 self.expire_temporary(&r.session_id).await?;
                 ended += 1;
             }

@@ -203,12 +203,27 @@ impl SessionRecord {
         !self.state.is_terminal() || (self.state == State::Completed && self.expires.is_some())
     }
 
-    /// True when the deadline watcher has work for it at `now`: a wait past its
-    /// deadline, or a temporary delegation past its end.
+    /// True when the session is running and its current wait ended before `now`.
+    pub fn is_overdue(&self, now: Timestamp) -> bool {
+        !self.state.is_terminal() && self.deadline.is_some_and(|d| d <= now)
+    }
+
+    /// True when the session is a completed temporary delegation whose end has come.
+    pub fn is_expired(&self, now: Timestamp) -> bool {
+        self.state == State::Completed && self.expires.is_some_and(|e| e <= now)
+    }
+
+    /// True when the deadline watcher has work for it at `now`: overdue or expired.
     pub fn is_due(&self, now: Timestamp) -> bool {
-        let overdue = !self.state.is_terminal() && self.deadline.is_some_and(|d| d <= now);
-        let expired = self.state == State::Completed && self.expires.is_some_and(|e| e <= now);
-        overdue || expired
+        self.is_overdue(now) || self.is_expired(now)
+    }
+
+    /// True when the session ended in failure (rolled back, or not completely) at or
+    /// after `since`: its FAILURE may still have to reach the peer after a restart.
+    pub fn failed_since(&self, since: Timestamp) -> bool {
+        matches!(self.state, State::RolledBack | State::RollbackFailed)
+            && self.updated >= since
+            && self.reason.is_some()
     }
 
     /// A fresh record in `NotifSent`, with nothing sent or received yet.
