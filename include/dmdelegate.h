@@ -318,6 +318,20 @@ typedef enum dmd_command_kind {
 } dmd_command_kind;
 
 /**
+ * How a device proves itself to the device hub (the CLCRED `AAuthType`).
+ */
+typedef enum dmd_auth_scheme {
+    /**
+     * `syncml:auth-basic`.
+     */
+    DMD_AUTH_BASIC = 0,
+    /**
+     * `syncml:auth-md5`.
+     */
+    DMD_AUTH_MD5 = 1,
+} dmd_auth_scheme;
+
+/**
  * Bytes the library allocated (an encoded message). Opaque: read it with
  * `dmd_bytes_data` and `dmd_bytes_len`, free it with `dmd_bytes_free`. Immutable, so any
  * number of threads may read it at the same time.
@@ -490,6 +504,60 @@ typedef struct dmd_transport {
 } dmd_transport;
 
 /**
+ * A networked device the server's device hub manages: where to wake it (package 0) and
+ * the credentials of this server's account on it.
+ */
+typedef struct dmd_device_link {
+    /**
+     * The device's identifier (the `Source` of its SyncML messages). Required.
+     */
+    const char *device_id;
+    /**
+     * Where package 0 notifications go, `http://host:port/notify`. Required.
+     */
+    const char *notify_url;
+    /**
+     * The name the device authenticates with (CLCRED `AAuthName`); NULL for `device`.
+     */
+    const char *client_name;
+    /**
+     * The device's secret (CLCRED `AAuthSecret`). Required.
+     */
+    const char *client_secret;
+    /**
+     * This server's secret on the device (SRVCRED), for the package 0 digest. Required.
+     */
+    const char *server_secret;
+    /**
+     * A `dmd_auth_scheme` value: the scheme the device must use.
+     */
+    uint32_t scheme;
+} dmd_device_link;
+
+/**
+ * The server's own SyncML DM endpoint for networked devices (`dmd_server_config`'s
+ * `device_hub`). With it the server runs client commands and opens DM sessions itself,
+ * and the host's `execute` and `open_dm_session` callbacks are never called (they may be
+ * NULL); policy, accounts, the Bootstrap Server URL and events stay the host's.
+ */
+typedef struct dmd_device_hub {
+    /**
+     * `ip:port` of the SyncML endpoint (plain HTTP), e.g. `127.0.0.1:0` (port 0: any free
+     * port, see `dmd_server_device_hub_url`). Required.
+     */
+    const char *listen_address;
+    /**
+     * The devices, `device_count` of them (NULL with 0: none yet, see
+     * `dmd_server_add_device`).
+     */
+    const struct dmd_device_link *devices;
+    /**
+     * How many devices.
+     */
+    size_t device_count;
+} dmd_device_hub;
+
+/**
  * A server's configuration, read during `dmd_server_new` only (every string is copied).
  *
  * Two wires: with `transport` NULL the server serves the HTTPS binding (mutual TLS) and
@@ -543,6 +611,11 @@ typedef struct dmd_server_config {
      * NULL for the HTTPS binding, or the host's own transport.
      */
     const struct dmd_transport *transport;
+    /**
+     * NULL when the host reaches devices itself (its `execute` and `open_dm_session`
+     * callbacks), or the server's own SyncML endpoint for networked devices.
+     */
+    const struct dmd_device_hub *device_hub;
 } dmd_server_config;
 
 /**
@@ -691,7 +764,9 @@ typedef struct dmd_host_callbacks {
      * DMS-1: executes `command` on the device `device_id` in the host's own DM session.
      * For `DMD_COMMAND_GET_TREE` set the reply to the TNDS document of the subtree, for
      * `DMD_COMMAND_GET_ACL` to the ACL text; writes need no reply. Return 200, or the
-     * device's status (404, 425, ...). NULL: every delegation as DMS-1 fails.
+     * device's status (404, 425, ...). NULL: every delegation as DMS-1 fails, unless the
+     * server has a device hub (`dmd_server_config.device_hub`), which then runs the
+     * commands and this callback is never called.
      */
     uint16_t (*execute)(void *userdata,
                         const char *device_id,
@@ -699,7 +774,8 @@ typedef struct dmd_host_callbacks {
                         struct dmd_reply *reply);
     /**
      * DMS-2, Methods 1/2: opens a DM session with the device once DMS-1 has prepared it.
-     * Return 200 when the session is established (DELEGATION_CONFIRM follows).
+     * Return 200 when the session is established (DELEGATION_CONFIRM follows). Never
+     * called on a server with a device hub, which opens the session itself.
      */
     uint16_t (*open_dm_session)(void *userdata, const char *device_id);
     /**
@@ -1461,6 +1537,44 @@ enum dmd_result dmd_server_session_id(struct dmd_server *server,
 enum dmd_result dmd_server_client_connected(struct dmd_server *server,
                                             const char *device_id,
                                             size_t *confirmed);
+
+/**
+ * Writes the device hub's SyncML endpoint, `http://ip:port/dm` (for the `AppAddr` of
+ * the accounts the host hands out), into `buf`, following the needed-length convention.
+ *
+ * Returns `DMD_OK`, `DMD_ERR_INVALID_STATE` for a server without a device hub, or
+ * `DMD_ERR_BUFFER_TOO_SMALL`.
+ *
+ * - NULL: `server` or `needed` NULL gives `DMD_ERR_NULL_ARGUMENT`.
+ * - Threads: any thread except the library's own.
+ *
+ * # Safety
+ *
+ * `server` is NULL or live; `buf` NULL or `len` writable bytes; `needed` NULL or writable.
+ */
+enum dmd_result dmd_server_device_hub_url(const struct dmd_server *server,
+                                          char *buf,
+                                          size_t len,
+                                          size_t *needed);
+
+/**
+ * Manages one more device through the device hub (a link with the same device id is
+ * replaced).
+ *
+ * Returns `DMD_OK`, `DMD_ERR_INVALID_STATE` for a server without a device hub, or
+ * `DMD_ERR_INVALID_ARGUMENT` for an empty device id, a `notify_url` that is not
+ * `http://` or an unknown scheme.
+ *
+ * - Ownership: `link` stays the caller's (copied).
+ * - NULL: `server`, `link` or a required string NULL gives `DMD_ERR_NULL_ARGUMENT`.
+ * - Threads: any thread except the library's own.
+ *
+ * # Safety
+ *
+ * `server` is NULL or live; `link` NULL or a link whose strings are NULL or valid.
+ */
+enum dmd_result dmd_server_add_device(struct dmd_server *server,
+                                      const struct dmd_device_link *link);
 
 /**
  * Stops the endpoint, the transport and the deadline watcher, and frees the server.

@@ -44,12 +44,18 @@ bash scripts/python-tests.sh
 step "Kotlin: generated bindings, Maven module (JUnit 5), example"
 bash scripts/kotlin-tests.sh
 
+step "Interop matrix: Rust CLI, C, Python and Kotlin servers as separate processes (mutual TLS)"
+bash scripts/interop.sh
+
 step "Swift: generated bindings, SwiftPM package (XCTest) in a Debian trixie root"
 bash scripts/swift-tests.sh
 
 step "benchmark harness: a short smoke run (figures in BENCHMARKS.md come from release runs)"
 cargo run -q -p dmdelegate-bench -- all --n 40 --concurrency 4 --inflight 200 --json >/dev/null
 echo "bench: every benchmark ran with zero errors"
+
+step "codec from C and Python vs Rust: errors and byte-identical encodings"
+bash scripts/bench-ffi.sh --smoke
 
 step "fuzzing: every cargo-fuzz target for a bounded time (scripts/fuzz.sh)"
 FUZZ_SECONDS=${FUZZ_SECONDS:-20} bash scripts/fuzz.sh

@@ -3,11 +3,19 @@
 //!
 //! ```text
 //! dmdelegate-bench [all|delegations|codec|inflight] [--n N] [--concurrency C] [--inflight K] [--json]
+//! dmdelegate-bench ffi-baseline [--iterations N] [--rounds R] [--vectors DIR] [--encoded-dir DIR] [--json]
 //! ```
+//!
+//! `ffi-baseline` (not part of `all`) is the Rust side of `scripts/bench-ffi.sh`: see
+//! `ffi.rs`.
 
 mod alloc;
+mod ffi;
 mod pair;
 
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,13 +25,75 @@ use serde_json::json;
 use tokio::sync::Semaphore;
 
 #[global_allocator]
-static ALLOC: alloc::Counting = alloc::Counting;
+static ALLOC: Allocator = Allocator;
+
+/// Whether [`Allocator`] counts; `ffi-baseline` switches counting off.
+static COUNTING: AtomicBool = AtomicBool::new(true);
+
+/// The counting allocator ([`alloc::Counting`]) while [`COUNTING`] is set, else the system
+/// allocator alone: `ffi-baseline` compares Rust calls with the same calls from C and
+/// Python, whose allocations go straight to the system allocator, so the counter's atomic
+/// updates must not be charged to the Rust side. Both forward to `System`, so a block may
+/// be freed by either; only the count is then off, and nothing reads it after the switch.
+struct Allocator;
+
+// SAFETY: every call is forwarded unchanged to `alloc::Counting` or to `System`, both of
+// which allocate with `System`.
+unsafe impl GlobalAlloc for Allocator {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: forwarded.
+        unsafe {
+            if COUNTING.load(Ordering::Relaxed) {
+                alloc::Counting.alloc(layout)
+            } else {
+                System.alloc(layout)
+            }
+        }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: forwarded.
+        unsafe {
+            if COUNTING.load(Ordering::Relaxed) {
+                alloc::Counting.dealloc(ptr, layout)
+            } else {
+                System.dealloc(ptr, layout)
+            }
+        }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: forwarded.
+        unsafe {
+            if COUNTING.load(Ordering::Relaxed) {
+                alloc::Counting.alloc_zeroed(layout)
+            } else {
+                System.alloc_zeroed(layout)
+            }
+        }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: forwarded.
+        unsafe {
+            if COUNTING.load(Ordering::Relaxed) {
+                alloc::Counting.realloc(ptr, layout, new_size)
+            } else {
+                System.realloc(ptr, layout, new_size)
+            }
+        }
+    }
+}
 
 struct Args {
     what: String,
     n: usize,
     concurrency: usize,
     inflight: usize,
+    iterations: usize,
+    rounds: usize,
+    vectors: PathBuf,
+    encoded_dir: Option<PathBuf>,
     json: bool,
 }
 
@@ -33,6 +103,10 @@ fn args() -> Args {
         n: 2000,
         concurrency: 32,
         inflight: 10_000,
+        iterations: 10_000,
+        rounds: 5,
+        vectors: PathBuf::from("vectors/valid"),
+        encoded_dir: None,
         json: false,
     };
     let mut it = std::env::args().skip(1);
@@ -46,11 +120,27 @@ fn args() -> Args {
             "--n" => a.n = number("--n"),
             "--concurrency" => a.concurrency = number("--concurrency"),
             "--inflight" => a.inflight = number("--inflight"),
+            "--iterations" => a.iterations = number("--iterations"),
+            "--rounds" => a.rounds = number("--rounds"),
+            "--vectors" => a.vectors = it.next().expect("--vectors needs a directory").into(),
+            "--encoded-dir" => {
+                a.encoded_dir = Some(it.next().expect("--encoded-dir needs a directory").into())
+            }
             "--json" => a.json = true,
             w if !w.starts_with('-') => a.what = w.to_string(),
             other => panic!("unknown argument {other}"),
         }
     }
+    let known = ["all", "delegations", "codec", "inflight", "ffi-baseline"];
+    assert!(
+        known.contains(&a.what.as_str()),
+        "unknown benchmark {}",
+        a.what
+    );
+    assert!(
+        a.iterations > 0 && a.rounds > 0,
+        "--iterations and --rounds must be at least 1"
+    );
     a
 }
 
@@ -322,11 +412,23 @@ async fn inflight(k: usize) -> serde_json::Value {
 
 fn main() {
     let a = args();
+    let mut out = serde_json::Map::new();
+    if a.what == "ffi-baseline" {
+        COUNTING.store(false, Ordering::Relaxed);
+        let options = ffi::Options {
+            iterations: a.iterations,
+            rounds: a.rounds,
+            vectors: a.vectors.clone(),
+            encoded_dir: a.encoded_dir.clone(),
+        };
+        out.insert("ffi_baseline".into(), ffi::baseline(&options));
+        finish(out, a.json);
+        return;
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("runtime");
-    let mut out = serde_json::Map::new();
     let want = |w: &str| a.what == "all" || a.what == w;
     rt.block_on(async {
         if want("delegations") {
@@ -350,12 +452,18 @@ fn main() {
             out.insert("inflight".into(), inflight(a.inflight).await);
         }
     });
+    finish(out, a.json);
+}
+
+/// Prints the results (one line with `--json`) and exits 1 if any benchmark counted
+/// errors.
+fn finish(out: serde_json::Map<String, serde_json::Value>, one_line: bool) {
     let errors: u64 = out
         .values()
         .filter_map(|v| v.get("errors").and_then(serde_json::Value::as_u64))
         .sum();
     let value = serde_json::Value::Object(out);
-    if a.json {
+    if one_line {
         println!("{value}");
     } else {
         println!("{}", serde_json::to_string_pretty(&value).expect("json"));

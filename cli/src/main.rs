@@ -104,6 +104,10 @@ enum Command {
         /// Seconds to wait for the end.
         #[arg(long, default_value_t = 60)]
         wait: u64,
+        /// The session id to use (1–64 of A–Z a–z 0–9 . _ -); a fresh random one when
+        /// absent.
+        #[arg(long)]
+        session_id: Option<String>,
     },
     /// List a running server's delegation sessions (through its admin API).
     Sessions {
@@ -482,6 +486,7 @@ async fn main() -> ExitCode {
             model,
             subtrees,
             wait,
+            session_id,
         } => {
             let request = dmdelegate_net::node::StartRequest {
                 peer,
@@ -499,6 +504,7 @@ async fn main() -> ExitCode {
                         return ExitCode::from(2);
                     }
                 },
+                session_id,
             };
             delegate(&admin, request, Duration::from_secs(wait)).await
         }

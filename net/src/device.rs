@@ -18,6 +18,10 @@
 //!   fetches `GET <url>?device=<device id>` over HTTPS (server authentication only),
 //!   installs the TNDS it gets with [`SimDevice::install_bootstrap`] and opens a
 //!   client-initiated session to the new server, which is the bootstrap's acknowledgement.
+//! - **Inspection**: `GET /state` ([`STATE_PATH`]) answers the tree as JSON (ACLs per
+//!   URI, the ServerIDs with an account, the whole TNDS dump), so tests in other processes
+//!   can check what a delegation did. A simulated device has nothing to hide; a real one
+//!   would not serve this.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
@@ -28,8 +32,8 @@ use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
-use axum::Router;
+use axum::routing::{get, post};
+use axum::{Json, Router};
 use dmdelegate::dmacc::{AddrType, AppAuth, AuthLevel, AuthType};
 use dmdelegate::ops::status;
 use dmdelegate::sim::{BootstrapTrigger, SimDevice};
@@ -46,6 +50,9 @@ use crate::tls::trust_anchors;
 
 /// The path of the Package 0 endpoint.
 pub const NOTIFY_PATH: &str = "/notify";
+
+/// The path of the inspection endpoint (`GET`, JSON).
+pub const STATE_PATH: &str = "/state";
 
 /// Largest Package 0 accepted (digest, header and a 255-byte server id, with room for a
 /// vendor part).
@@ -307,6 +314,7 @@ impl NetworkDevice {
         }));
         let router = Router::new()
             .route(NOTIFY_PATH, post(notify))
+            .route(STATE_PATH, get(state))
             .layer(DefaultBodyLimit::max(MAX_NOTIFICATION_BYTES))
             .with_state(inner.clone());
         let (stop, mut stopped) = watch::channel(false);
@@ -395,6 +403,24 @@ impl Drop for NetworkDevice {
     fn drop(&mut self) {
         self.shutdown();
     }
+}
+
+/// `GET /state`: `{"device_id", "acls": {uri: acl}, "accounts": [ServerID…], "dump"}`.
+async fn state(State(inner): State<Arc<Inner>>) -> Json<serde_json::Value> {
+    let device = &inner.device;
+    let uris = device.uris();
+    let mut accounts: Vec<String> = uris
+        .iter()
+        .filter(|u| u.starts_with("./DMAcc/") && u.ends_with("/ServerID"))
+        .filter_map(|u| device.value(u))
+        .collect();
+    accounts.sort();
+    Json(serde_json::json!({
+        "device_id": device.info().device_id,
+        "acls": device.acls(),
+        "accounts": accounts,
+        "dump": device.dump(),
+    }))
 }
 
 async fn notify(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Bytes) -> Response {

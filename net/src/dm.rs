@@ -8,8 +8,9 @@
 //! ends with Final. A device that opens a session on its own after a bootstrap (Alert
 //! 1201) is reported to the engine, which confirms Methods 3/4.
 //!
-//! [`NetworkHost`] is a [`Host`] whose device access goes through a hub, and whose policy,
-//! account and Bootstrap Server URL come from a [`SimHost`].
+//! [`HubHost`] is a [`Host`] whose device access goes through a hub and whose policy,
+//! accounts, Bootstrap Server URL and events come from another host (the language
+//! bindings' host, or a [`dmdelegate::sim::SimHost`]).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -25,7 +26,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
 use dmdelegate::ops::status;
-use dmdelegate::sim::SimHost;
 use dmdelegate::syncml::{
     self, alert, codes, command_output_from, commands_for, AuthScheme, Chal, Status, SyncCommand,
     SyncHeader, SyncMessage,
@@ -523,27 +523,27 @@ async fn handle(State(hub): State<DmHub>, body: Bytes) -> Response {
         .into_response()
 }
 
-/// A host whose device access goes through a [`DmHub`] and whose policy, account,
-/// Bootstrap Server URL and event log come from a [`SimHost`].
-pub struct NetworkHost {
+/// A host whose device access (`execute`, `open_dm_session`) goes through a [`DmHub`]
+/// and whose policy, account, Bootstrap Server URL and events are `inner`'s.
+pub struct HubHost {
     /// Policy, account, URL, events.
-    pub base: Arc<SimHost>,
+    pub inner: Arc<dyn Host>,
     /// Device access.
     pub hub: DmHub,
 }
 
-impl std::fmt::Debug for NetworkHost {
+impl std::fmt::Debug for HubHost {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NetworkHost")
+        f.debug_struct("HubHost")
             .field("hub", &self.hub)
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
 #[async_trait]
-impl Host for NetworkHost {
+impl Host for HubHost {
     async fn accept_delegation(&self, offer: &DelegationOffer) -> PolicyDecision {
-        self.base.accept_delegation(offer).await
+        self.inner.accept_delegation(offer).await
     }
 
     async fn execute(
@@ -567,14 +567,14 @@ impl Host for NetworkHost {
     }
 
     async fn dm_account(&self, device: &DeviceInfo) -> Result<DmAcc, HostError> {
-        self.base.dm_account(device).await
+        self.inner.dm_account(device).await
     }
 
     async fn bootstrap_server_url(&self, device: &DeviceInfo) -> Result<String, HostError> {
-        self.base.bootstrap_server_url(device).await
+        self.inner.bootstrap_server_url(device).await
     }
 
     fn on_event(&self, event: &Event) {
-        self.base.on_event(event)
+        self.inner.on_event(event)
     }
 }

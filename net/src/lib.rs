@@ -15,10 +15,11 @@ pub mod server;
 pub mod sqlite;
 pub mod tls;
 
+pub use dm::{DeviceLink, DmHub, HubHost, HubOptions};
 pub use https::{
     client_builder, serve, serve_echo, DeliveryStats, Endpoint, HttpsOptions, HttpsSender,
     HttpsTransport, Peer, DELEGATION_PATH,
 };
 pub use local::{DeviceMode, LocalOptions, LocalPair, NetworkParts, PairDelivery};
-pub use server::{route_bootstrap, Server, ServerOptions, StartDelegation, Wire};
+pub use server::{route_bootstrap, DeviceHubOptions, Server, ServerOptions, StartDelegation, Wire};
 pub use tls::{Identity, TestPki, TlsError};

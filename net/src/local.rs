@@ -11,7 +11,7 @@ use dmdelegate::{DmAcc, Host, SessionStore, Timeouts, Transport};
 
 use crate::bootstrap::BootstrapServer;
 use crate::device::{DeviceOptions, NetworkDevice};
-use crate::dm::{DeviceLink, DmHub, HubOptions, NetworkHost};
+use crate::dm::{DeviceLink, DmHub, HubHost, HubOptions};
 use tokio::net::TcpListener;
 
 use crate::https::{
@@ -275,7 +275,7 @@ impl LocalPair {
                 } else {
                     h2.clone()
                 };
-                Arc::new(NetworkHost { base, hub }) as Arc<dyn Host>
+                Arc::new(HubHost { inner: base, hub }) as Arc<dyn Host>
             }) as HostWrapper
         });
         let make: PartFactory<dyn Transport> = Box::new(move |id: &str| {

@@ -27,7 +27,7 @@ use tokio::net::TcpListener;
 
 use crate::bootstrap::BootstrapServer;
 use crate::device::{DeviceOptions, NetworkDevice};
-use crate::dm::{DeviceLink, DmHub, HubOptions, NetworkHost};
+use crate::dm::{DeviceLink, DmHub, HubHost, HubOptions};
 use crate::https::{serve, Endpoint, HttpsOptions, HttpsSender, HttpsTransport, Peer};
 use crate::sqlite::SqliteStore;
 use crate::tls::Identity;
@@ -331,8 +331,8 @@ impl ServerNode {
         server_config.timeouts = config.timeouts();
         let server = DelegationServer::with_parts(
             server_config,
-            Arc::new(NetworkHost {
-                base,
+            Arc::new(HubHost {
+                inner: base,
                 hub: hub.clone(),
             }),
             Arc::new(HttpsSender(transport.clone())),
@@ -395,6 +395,10 @@ pub struct StartRequest {
     pub device: DeviceInfo,
     /// Subtrees and the rights on each.
     pub subtrees: Vec<SubtreeRequest>,
+    /// The session id to use (so that the peer's operator can follow it too); a fresh
+    /// random one when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
 }
 
 /// One subtree in a [`StartRequest`].
@@ -447,7 +451,7 @@ impl StartRequest {
             })
             .collect::<Result<Vec<_>, String>>()?;
         Ok(DelegationRequest {
-            session_id: None,
+            session_id: self.session_id.clone(),
             peer: self.peer,
             method,
             delegation_type,

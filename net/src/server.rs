@@ -24,6 +24,7 @@ use tokio::net::TcpListener;
 use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
 
+use crate::dm::{DeviceLink, DmHub, HubHost, HubOptions};
 use crate::https::{serve, Endpoint, HttpsOptions, HttpsSender, HttpsTransport, Peer};
 use crate::sqlite::SqliteStore;
 use crate::tls::Identity;
@@ -67,6 +68,33 @@ impl std::fmt::Debug for Wire {
     }
 }
 
+/// The server's own SyncML DM endpoint for networked devices ([`DmHub`]): with it, the
+/// server runs client commands and opens DM sessions itself, and the host's `execute` and
+/// `open_dm_session` are not called; policy, accounts, the Bootstrap Server URL and events
+/// stay the host's.
+#[derive(Debug, Clone)]
+pub struct DeviceHubOptions {
+    /// `ip:port` of the SyncML endpoint (plain HTTP; port 0: any free port, see
+    /// [`Server::device_hub_url`]).
+    pub listen: SocketAddr,
+    /// The devices this server manages, with their credentials; more with
+    /// [`Server::add_device`].
+    pub devices: Vec<DeviceLink>,
+    /// Waiting times of the hub.
+    pub options: HubOptions,
+}
+
+impl DeviceHubOptions {
+    /// A hub on `listen` for `devices`, default waiting times.
+    pub fn new(listen: SocketAddr, devices: Vec<DeviceLink>) -> Self {
+        Self {
+            listen,
+            devices,
+            options: HubOptions::default(),
+        }
+    }
+}
+
 /// Everything a [`Server`] is made from, except the host.
 pub struct ServerOptions {
     /// This server's ServerID (as in its DMAcc and in ACLs).
@@ -83,6 +111,9 @@ pub struct ServerOptions {
     pub store: Option<Arc<dyn SessionStore>>,
     /// How often deadlines are checked.
     pub watch_period: Duration,
+    /// The server's own SyncML endpoint for networked devices; `None`: the host reaches
+    /// devices itself.
+    pub device_hub: Option<DeviceHubOptions>,
 }
 
 impl std::fmt::Debug for ServerOptions {
@@ -94,6 +125,7 @@ impl std::fmt::Debug for ServerOptions {
             .field("store_path", &self.store_path)
             .field("store", &self.store.as_ref().map(|_| "custom"))
             .field("watch_period", &self.watch_period)
+            .field("device_hub", &self.device_hub)
             .finish()
     }
 }
@@ -108,6 +140,7 @@ impl ServerOptions {
             store_path: None,
             store: None,
             watch_period: DEFAULT_WATCH_PERIOD,
+            device_hub: None,
         }
     }
 }
@@ -178,6 +211,7 @@ pub struct Server {
     https: Option<Mutex<HttpsParts>>,
     local_addr: Option<SocketAddr>,
     watcher: Mutex<Option<JoinHandle<()>>>,
+    hub: Option<DmHub>,
     runtime: Handle,
     closed: std::sync::atomic::AtomicBool,
 }
@@ -214,8 +248,36 @@ impl Server {
             (None, None) => Arc::new(MemoryStore::new()),
         };
         let late = Arc::new(LateTransport::default());
+        let (host, hub) = match options.device_hub {
+            None => (host, None),
+            Some(h) => {
+                if h.devices.iter().any(|d| d.device_id.is_empty()) {
+                    return Err(invalid("device_hub.devices[].device_id", "is empty"));
+                }
+                let listener = TcpListener::bind(h.listen).await.map_err(|e| {
+                    transport_error(
+                        "",
+                        format!("cannot listen on {} (device hub): {e}", h.listen),
+                    )
+                })?;
+                let hub = DmHub::start(&options.server_id, listener, h.options)
+                    .await
+                    .map_err(|e| transport_error("", e))?;
+                for d in h.devices {
+                    hub.add_device(d);
+                }
+                let wrapped: Arc<dyn Host> = Arc::new(HubHost {
+                    inner: host,
+                    hub: hub.clone(),
+                });
+                (wrapped, Some(hub))
+            }
+        };
         let engine =
             DelegationServer::with_parts(config, host, late.clone(), store, Arc::new(SystemClock))?;
+        if let Some(hub) = &hub {
+            hub.bind_server(&engine);
+        }
         let (https, local_addr, peers) = match options.wire {
             Wire::Custom(t) => {
                 *late.0.write().unwrap_or_else(|p| p.into_inner()) = Some(t);
@@ -253,6 +315,7 @@ impl Server {
             https,
             local_addr,
             watcher: Mutex::new(Some(watcher)),
+            hub,
             runtime: Handle::current(),
             closed: std::sync::atomic::AtomicBool::new(false),
         };
@@ -358,6 +421,31 @@ impl Server {
     pub fn endpoint_url(&self, host: &str) -> Option<String> {
         self.local_addr
             .map(|a| format!("https://{host}:{}{}", a.port(), crate::DELEGATION_PATH))
+    }
+
+    /// The device hub's SyncML endpoint (`http://ip:port/dm`, for the `AppAddr` of the
+    /// DM accounts the host hands out), when the server has one.
+    pub fn device_hub_url(&self) -> Option<&str> {
+        self.hub.as_ref().map(|h| h.url())
+    }
+
+    /// Manages one more device through the device hub (replacing a link with the same
+    /// device id).
+    ///
+    /// Errors: [`Error::InvalidState`] without a hub or once shut down,
+    /// [`Error::InvalidArgument`] for an empty device id.
+    pub fn add_device(&self, link: DeviceLink) -> Result<(), Error> {
+        self.check_open()?;
+        let Some(hub) = &self.hub else {
+            return Err(Error::InvalidState(
+                "the server has no device hub (ServerOptions::device_hub)".into(),
+            ));
+        };
+        if link.device_id.is_empty() {
+            return Err(invalid("device_id", "is empty"));
+        }
+        hub.add_device(link);
+        Ok(())
     }
 
     /// Totals of the HTTPS transport (zero on a custom wire or before the peers are set).
@@ -481,6 +569,9 @@ impl Server {
             .take()
         {
             w.abort();
+        }
+        if let Some(hub) = &self.hub {
+            hub.shutdown();
         }
         if let Some(https) = &self.https {
             let mut parts = https.lock().unwrap_or_else(|p| p.into_inner());

@@ -6,7 +6,7 @@ import os
 import pathlib
 from collections.abc import Awaitable, Sequence
 from types import TracebackType
-from typing import ClassVar, final
+from typing import ClassVar, Literal, final
 
 from dmdelegate.host import Host
 
@@ -19,6 +19,8 @@ __all__ = [
     "DelegationMessage",
     "Device",
     "DeviceError",
+    "DeviceHub",
+    "DeviceLink",
     "DmAccount",
     "Event",
     "FailedError",
@@ -338,6 +340,43 @@ class Peer:
     def __hash__(self) -> int: ...
 
 @final
+class DeviceLink:
+    """A networked device the device hub manages: package 0 endpoint and credentials."""
+
+    def __new__(
+        cls,
+        device_id: str,
+        notify_url: str,
+        *,
+        client_secret: str,
+        server_secret: str,
+        client_name: str = "device",
+        scheme: Literal["basic", "md5"] = "basic",
+    ) -> DeviceLink: ...
+    @property
+    def device_id(self) -> str: ...
+    @property
+    def notify_url(self) -> str: ...
+    @property
+    def client_name(self) -> str: ...
+    @property
+    def scheme(self) -> Literal["basic", "md5"]: ...
+    def __eq__(self, value: object, /) -> bool: ...
+
+@final
+class DeviceHub:
+    """The server's own SyncML DM endpoint for networked devices."""
+
+    def __new__(
+        cls, listen: str = "127.0.0.1:0", devices: Sequence[DeviceLink] | None = None
+    ) -> DeviceHub: ...
+    @property
+    def listen(self) -> str: ...
+    @property
+    def devices(self) -> list[DeviceLink]: ...
+    def __eq__(self, value: object, /) -> bool: ...
+
+@final
 class ServerConfig:
     """Everything a Server is made from, except the host."""
 
@@ -353,6 +392,7 @@ class ServerConfig:
         timeouts: Timeouts | None = None,
         store_path: str | os.PathLike[str] | None = None,
         watch_period: float = 0.5,
+        device_hub: DeviceHub | None = None,
     ) -> ServerConfig: ...
     @property
     def server_id(self) -> str: ...
@@ -372,6 +412,8 @@ class ServerConfig:
     def store_path(self) -> pathlib.Path | None: ...
     @property
     def watch_period(self) -> float: ...
+    @property
+    def device_hub(self) -> DeviceHub | None: ...
     def __eq__(self, value: object, /) -> bool: ...
 
 @final
@@ -393,6 +435,9 @@ class Server:
     def closed(self) -> bool: ...
     def endpoint_url(self, host: str) -> str: ...
     def as_peer(self, connect_host: str = "127.0.0.1") -> Peer: ...
+    @property
+    def device_hub_url(self) -> str | None: ...
+    def add_device(self, link: DeviceLink) -> None: ...
     def set_peers(self, peers: Sequence[Peer]) -> None: ...
     def start_delegation(
         self,

@@ -338,6 +338,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<types::DmAccount>()?;
     m.add_class::<server::Timeouts>()?;
     m.add_class::<server::Peer>()?;
+    m.add_class::<server::DeviceLink>()?;
+    m.add_class::<server::DeviceHub>()?;
     m.add_class::<server::ServerConfig>()?;
     m.add_class::<server::Server>()?;
     m.add_class::<sim::Identity>()?;

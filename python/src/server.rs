@@ -8,10 +8,11 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use dmdelegate::syncml::AuthScheme;
 use dmdelegate::{DelegationInfo, DeviceInfo, Error, Timeouts as CoreTimeouts};
 use dmdelegate_net::{
-    HttpsOptions, Identity, Peer as NetPeer, Server as NetServer, ServerOptions, StartDelegation,
-    Wire, DELEGATION_PATH,
+    DeviceHubOptions, DeviceLink as NetDeviceLink, HttpsOptions, Identity, Peer as NetPeer,
+    Server as NetServer, ServerOptions, StartDelegation, Wire, DELEGATION_PATH,
 };
 use pyo3::prelude::*;
 use pyo3::IntoPyObject;
@@ -175,6 +176,145 @@ impl From<&Peer> for NetPeer {
     }
 }
 
+/// A networked device the server's device hub manages: where to wake it (package 0,
+/// `http://host:port/notify`) and the credentials of this server's account on it. The
+/// secrets never appear in the `repr`.
+#[pyclass(frozen, eq, from_py_object, module = "dmdelegate._native")]
+#[derive(Clone, PartialEq, Eq)]
+pub struct DeviceLink {
+    pub inner: NetDeviceLink,
+}
+
+#[pymethods]
+impl DeviceLink {
+    #[new]
+    #[pyo3(signature = (device_id, notify_url, *, client_secret, server_secret, client_name = "device", scheme = "basic"))]
+    fn new(
+        py: Python<'_>,
+        device_id: String,
+        notify_url: String,
+        client_secret: String,
+        server_secret: String,
+        client_name: &str,
+        scheme: &str,
+    ) -> PyResult<Self> {
+        if device_id.is_empty() {
+            return Err(invalid(py, "device_id", "is empty"));
+        }
+        if !notify_url.starts_with("http://") {
+            return Err(invalid(
+                py,
+                "notify_url",
+                format!("`{notify_url}` is not an http:// URL"),
+            ));
+        }
+        let scheme = match scheme {
+            "basic" => AuthScheme::Basic,
+            "md5" => AuthScheme::Md5,
+            other => {
+                return Err(invalid(
+                    py,
+                    "scheme",
+                    format!("`{other}` is not \"basic\" or \"md5\""),
+                ))
+            }
+        };
+        Ok(Self {
+            inner: NetDeviceLink {
+                device_id,
+                notify_url,
+                server_secret,
+                server_nonce: Vec::new(),
+                client_name: client_name.to_string(),
+                client_secret,
+                scheme,
+            },
+        })
+    }
+
+    /// The device's identifier.
+    #[getter]
+    fn device_id(&self) -> &str {
+        &self.inner.device_id
+    }
+
+    /// Its package 0 endpoint.
+    #[getter]
+    fn notify_url(&self) -> &str {
+        &self.inner.notify_url
+    }
+
+    /// The name the device authenticates with (CLCRED AAuthName).
+    #[getter]
+    fn client_name(&self) -> &str {
+        &self.inner.client_name
+    }
+
+    /// `"basic"` or `"md5"`.
+    #[getter]
+    fn scheme(&self) -> &'static str {
+        match self.inner.scheme {
+            AuthScheme::Basic => "basic",
+            AuthScheme::Md5 => "md5",
+        }
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "DeviceLink(device_id={:?}, notify_url={:?}, client_name={:?}, scheme={:?})",
+            self.inner.device_id,
+            self.inner.notify_url,
+            self.inner.client_name,
+            self.scheme()
+        )
+    }
+}
+
+/// The server's own SyncML DM endpoint for networked devices. With it the server runs
+/// client commands and opens DM sessions itself: the host's `execute` and
+/// `open_dm_session` are never called; policy, accounts, the Bootstrap Server URL and
+/// events stay the host's.
+#[pyclass(frozen, eq, from_py_object, module = "dmdelegate._native")]
+#[derive(Clone, PartialEq)]
+pub struct DeviceHub {
+    pub listen: SocketAddr,
+    /// The devices it manages from the start (more with `Server.add_device`).
+    #[pyo3(get)]
+    pub devices: Vec<DeviceLink>,
+}
+
+#[pymethods]
+impl DeviceHub {
+    #[new]
+    #[pyo3(signature = (listen = "127.0.0.1:0", devices = None))]
+    fn new(py: Python<'_>, listen: &str, devices: Option<Vec<DeviceLink>>) -> PyResult<Self> {
+        let listen = listen
+            .parse::<SocketAddr>()
+            .map_err(|e| invalid(py, "listen", format!("`{listen}` is not ip:port: {e}")))?;
+        Ok(Self {
+            listen,
+            devices: devices.unwrap_or_default(),
+        })
+    }
+
+    /// The `ip:port` of the SyncML endpoint (port 0: any free port).
+    #[getter]
+    fn listen(&self) -> String {
+        self.listen.to_string()
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "DeviceHub(listen={:?}, devices={:?})",
+            self.listen.to_string(),
+            self.devices
+                .iter()
+                .map(|d| d.inner.device_id.as_str())
+                .collect::<Vec<_>>()
+        )
+    }
+}
+
 /// Everything a `Server` is made from, except the host. The private key never appears in
 /// the `repr`.
 #[pyclass(frozen, eq, from_py_object, module = "dmdelegate._native")]
@@ -205,12 +345,16 @@ pub struct ServerConfig {
     /// How often deadlines are checked, in seconds.
     #[pyo3(get)]
     pub watch_period: f64,
+    /// The server's own SyncML endpoint for networked devices; None: the host reaches
+    /// devices itself.
+    #[pyo3(get)]
+    pub device_hub: Option<DeviceHub>,
 }
 
 #[pymethods]
 impl ServerConfig {
     #[new]
-    #[pyo3(signature = (server_id, *, cert_pem, key_pem, trust_pem, listen = "127.0.0.1:0", peers = None, timeouts = None, store_path = None, watch_period = 0.5))]
+    #[pyo3(signature = (server_id, *, cert_pem, key_pem, trust_pem, listen = "127.0.0.1:0", peers = None, timeouts = None, store_path = None, watch_period = 0.5, device_hub = None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -223,6 +367,7 @@ impl ServerConfig {
         timeouts: Option<Timeouts>,
         store_path: Option<PathBuf>,
         watch_period: f64,
+        device_hub: Option<DeviceHub>,
     ) -> PyResult<Self> {
         let listen = listen
             .parse::<SocketAddr>()
@@ -241,6 +386,7 @@ impl ServerConfig {
             timeouts,
             store_path,
             watch_period,
+            device_hub,
         })
     }
 
@@ -434,6 +580,12 @@ impl Server {
         }
         options.store_path = config.store_path.clone();
         options.watch_period = parse_seconds(py, "watch_period", config.watch_period)?;
+        options.device_hub = config.device_hub.as_ref().map(|h| {
+            DeviceHubOptions::new(
+                h.listen,
+                h.devices.iter().map(|d| d.inner.clone()).collect(),
+            )
+        });
         let loop_for_host = event_loop.as_ref().map(|l| l.clone_ref(py));
         let host = Arc::new(PyHost::new(host.unbind(), loop_for_host));
         let server = block_on(py, async move { NetServer::start(options, host).await })?
@@ -487,6 +639,20 @@ impl Server {
             address: Some(address),
             identity: None,
         })
+    }
+
+    /// The device hub's SyncML endpoint, `http://ip:port/dm` (the `AppAddr` of the
+    /// accounts the host hands out), or None without a hub.
+    #[getter]
+    fn device_hub_url(&self, py: Python<'_>) -> PyResult<Option<String>> {
+        Ok(self.net(py)?.device_hub_url().map(str::to_string))
+    }
+
+    /// Manages one more device through the device hub (a link with the same device id
+    /// is replaced). Raises InvalidStateError without a hub.
+    fn add_device(&self, py: Python<'_>, link: DeviceLink) -> PyResult<()> {
+        let server = self.net(py)?;
+        server.add_device(link.inner).map_err(|e| to_py_err(py, e))
     }
 
     /// Sets the peers and starts serving, for a server configured without them. Once.

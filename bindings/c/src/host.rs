@@ -219,7 +219,9 @@ pub struct dmd_host_callbacks {
     /// DMS-1: executes `command` on the device `device_id` in the host's own DM session.
     /// For `DMD_COMMAND_GET_TREE` set the reply to the TNDS document of the subtree, for
     /// `DMD_COMMAND_GET_ACL` to the ACL text; writes need no reply. Return 200, or the
-    /// device's status (404, 425, ...). NULL: every delegation as DMS-1 fails.
+    /// device's status (404, 425, ...). NULL: every delegation as DMS-1 fails, unless the
+    /// server has a device hub (`dmd_server_config.device_hub`), which then runs the
+    /// commands and this callback is never called.
     pub execute: Option<
         unsafe extern "C" fn(
             userdata: *mut c_void,
@@ -229,7 +231,8 @@ pub struct dmd_host_callbacks {
         ) -> u16,
     >,
     /// DMS-2, Methods 1/2: opens a DM session with the device once DMS-1 has prepared it.
-    /// Return 200 when the session is established (DELEGATION_CONFIRM follows).
+    /// Return 200 when the session is established (DELEGATION_CONFIRM follows). Never
+    /// called on a server with a device hub, which opens the session itself.
     pub open_dm_session:
         Option<unsafe extern "C" fn(userdata: *mut c_void, device_id: *const c_char) -> u16>,
     /// DMS-2: the DM account the device gets for this server. Set the reply to a TNDS

@@ -12,12 +12,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use dmdelegate::syncml::AuthScheme;
 use dmdelegate::{
     AclCommand, DelegatedSubtree, DelegationInfo, DeviceInfo, Message, Method, Receipt,
     SessionInfo, Timeouts, Timestamp, Transport, TransportError,
 };
 use dmdelegate_net::https::{HttpsOptions, Peer};
-use dmdelegate_net::{Identity, Server, ServerOptions, StartDelegation, Wire};
+use dmdelegate_net::{
+    DeviceHubOptions, DeviceLink, Identity, Server, ServerOptions, StartDelegation, Wire,
+};
 use tokio::runtime::Runtime;
 
 use crate::guard::{
@@ -143,6 +146,128 @@ pub struct dmd_server_config {
     pub store_path: *const c_char,
     /// NULL for the HTTPS binding, or the host's own transport.
     pub transport: *const dmd_transport,
+    /// NULL when the host reaches devices itself (its `execute` and `open_dm_session`
+    /// callbacks), or the server's own SyncML endpoint for networked devices.
+    pub device_hub: *const dmd_device_hub,
+}
+
+/// How a device proves itself to the device hub (the CLCRED `AAuthType`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum dmd_auth_scheme {
+    /// `syncml:auth-basic`.
+    DMD_AUTH_BASIC = 0,
+    /// `syncml:auth-md5`.
+    DMD_AUTH_MD5 = 1,
+}
+
+/// A networked device the server's device hub manages: where to wake it (package 0) and
+/// the credentials of this server's account on it.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct dmd_device_link {
+    /// The device's identifier (the `Source` of its SyncML messages). Required.
+    pub device_id: *const c_char,
+    /// Where package 0 notifications go, `http://host:port/notify`. Required.
+    pub notify_url: *const c_char,
+    /// The name the device authenticates with (CLCRED `AAuthName`); NULL for `device`.
+    pub client_name: *const c_char,
+    /// The device's secret (CLCRED `AAuthSecret`). Required.
+    pub client_secret: *const c_char,
+    /// This server's secret on the device (SRVCRED), for the package 0 digest. Required.
+    pub server_secret: *const c_char,
+    /// A `dmd_auth_scheme` value: the scheme the device must use.
+    pub scheme: u32,
+}
+
+/// The server's own SyncML DM endpoint for networked devices (`dmd_server_config`'s
+/// `device_hub`). With it the server runs client commands and opens DM sessions itself,
+/// and the host's `execute` and `open_dm_session` callbacks are never called (they may be
+/// NULL); policy, accounts, the Bootstrap Server URL and events stay the host's.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct dmd_device_hub {
+    /// `ip:port` of the SyncML endpoint (plain HTTP), e.g. `127.0.0.1:0` (port 0: any free
+    /// port, see `dmd_server_device_hub_url`). Required.
+    pub listen_address: *const c_char,
+    /// The devices, `device_count` of them (NULL with 0: none yet, see
+    /// `dmd_server_add_device`).
+    pub devices: *const dmd_device_link,
+    /// How many devices.
+    pub device_count: usize,
+}
+
+/// A device link of C strings, checked.
+///
+/// # Safety
+///
+/// The strings of `link` are NULL or valid.
+unsafe fn read_device_link(link: &dmd_device_link, at: &str) -> Result<DeviceLink, Failure> {
+    let field = |f: &str| format!("{at}.{f}");
+    // SAFETY (this block): the caller guarantees the strings.
+    let (device_id, notify_url, client_name, client_secret, server_secret) = unsafe {
+        (
+            arg_str(link.device_id, &field("device_id"))?,
+            arg_str(link.notify_url, &field("notify_url"))?,
+            opt_str(link.client_name, &field("client_name"))?,
+            arg_str(link.client_secret, &field("client_secret"))?,
+            arg_str(link.server_secret, &field("server_secret"))?,
+        )
+    };
+    if device_id.is_empty() {
+        return Err(Failure::invalid(&field("device_id"), "is empty"));
+    }
+    if !notify_url.starts_with("http://") {
+        return Err(Failure::invalid(
+            &field("notify_url"),
+            format!("`{notify_url}` is not an http:// URL"),
+        ));
+    }
+    let scheme = match link.scheme {
+        0 => AuthScheme::Basic,
+        1 => AuthScheme::Md5,
+        other => {
+            return Err(Failure::invalid(
+                &field("scheme"),
+                format!("{other} is not a dmd_auth_scheme"),
+            ))
+        }
+    };
+    Ok(DeviceLink {
+        device_id: device_id.to_string(),
+        notify_url: notify_url.to_string(),
+        server_secret: server_secret.to_string(),
+        server_nonce: Vec::new(),
+        client_name: client_name.unwrap_or("device").to_string(),
+        client_secret: client_secret.to_string(),
+        scheme,
+    })
+}
+
+/// The device hub options of a `dmd_device_hub`.
+///
+/// # Safety
+///
+/// `hub`'s strings are NULL or valid; `devices` NULL or `device_count` valid links.
+unsafe fn read_device_hub(hub: &dmd_device_hub) -> Result<DeviceHubOptions, Failure> {
+    // SAFETY: the caller guarantees the string.
+    let listen = unsafe { arg_str(hub.listen_address, "config->device_hub->listen_address") }?;
+    let listen: SocketAddr = listen
+        .parse()
+        .map_err(|e| Failure::invalid("config->device_hub->listen_address", e))?;
+    let devices = if hub.device_count == 0 {
+        Vec::new()
+    } else if hub.devices.is_null() {
+        return Err(Failure::null("config->device_hub->devices"));
+    } else {
+        // SAFETY: the caller guarantees `device_count` links.
+        let list = unsafe { std::slice::from_raw_parts(hub.devices, hub.device_count) };
+        list.iter()
+            // SAFETY: the caller guarantees each link's strings.
+            .map(|l| unsafe { read_device_link(l, "config->device_hub->devices[]") })
+            .collect::<Result<_, _>>()?
+    };
+    Ok(DeviceHubOptions::new(listen, devices))
 }
 
 /// The adapter: a Rust [`Transport`] over the host's `send` callback.
@@ -366,6 +491,11 @@ unsafe fn read_config(config: &dmd_server_config) -> Result<ServerOptions, Failu
         options.timeouts = t.apply();
     }
     options.store_path = store_path.map(PathBuf::from);
+    // SAFETY: the caller guarantees the pointer and what it points to.
+    if let Some(hub) = unsafe { config.device_hub.as_ref() } {
+        // SAFETY: as above.
+        options.device_hub = Some(unsafe { read_device_hub(hub) }?);
+    }
     Ok(options)
 }
 
@@ -934,6 +1064,71 @@ pub unsafe extern "C" fn dmd_server_client_connected(
             unsafe { confirmed.write(n) };
         }
         Ok(())
+    })
+}
+
+/// Writes the device hub's SyncML endpoint, `http://ip:port/dm` (for the `AppAddr` of
+/// the accounts the host hands out), into `buf`, following the needed-length convention.
+///
+/// Returns `DMD_OK`, `DMD_ERR_INVALID_STATE` for a server without a device hub, or
+/// `DMD_ERR_BUFFER_TOO_SMALL`.
+///
+/// - NULL: `server` or `needed` NULL gives `DMD_ERR_NULL_ARGUMENT`.
+/// - Threads: any thread except the library's own.
+///
+/// # Safety
+///
+/// `server` is NULL or live; `buf` NULL or `len` writable bytes; `needed` NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn dmd_server_device_hub_url(
+    server: *const dmd_server,
+    buf: *mut c_char,
+    len: usize,
+    needed: *mut usize,
+) -> dmd_result {
+    crate::ffi_guard!({
+        // SAFETY: forwarded from the caller.
+        let s = unsafe { arg_ref(server, "server") }?;
+        let (server, _) = s.parts()?;
+        let url = server.device_hub_url().ok_or_else(|| {
+            Failure::new(
+                dmd_result::DMD_ERR_INVALID_STATE,
+                "the server has no device hub (dmd_server_config.device_hub)",
+            )
+        })?;
+        // SAFETY: forwarded from the caller.
+        unsafe { write_string(url, buf, len, needed) }
+    })
+}
+
+/// Manages one more device through the device hub (a link with the same device id is
+/// replaced).
+///
+/// Returns `DMD_OK`, `DMD_ERR_INVALID_STATE` for a server without a device hub, or
+/// `DMD_ERR_INVALID_ARGUMENT` for an empty device id, a `notify_url` that is not
+/// `http://` or an unknown scheme.
+///
+/// - Ownership: `link` stays the caller's (copied).
+/// - NULL: `server`, `link` or a required string NULL gives `DMD_ERR_NULL_ARGUMENT`.
+/// - Threads: any thread except the library's own.
+///
+/// # Safety
+///
+/// `server` is NULL or live; `link` NULL or a link whose strings are NULL or valid.
+#[no_mangle]
+pub unsafe extern "C" fn dmd_server_add_device(
+    server: *mut dmd_server,
+    link: *const dmd_device_link,
+) -> dmd_result {
+    crate::ffi_guard!({
+        // SAFETY: forwarded from the caller.
+        let s = unsafe { arg_ref(server.cast_const(), "server") }?;
+        // SAFETY: forwarded from the caller.
+        let link = unsafe { arg_ref(link, "link") }?;
+        // SAFETY: forwarded from the caller.
+        let link = unsafe { read_device_link(link, "link") }?;
+        let (server, _) = s.parts()?;
+        Ok(server.add_device(link)?)
     })
 }
 

@@ -46,6 +46,9 @@ use dmdelegate_c::server::{
     dmd_server_set_peers, dmd_server_start_delegation, dmd_server_wait, dmd_session_state,
     dmd_timeouts, dmd_transport, DMD_SESSION_ID_MAX,
 };
+use dmdelegate_c::server::{
+    dmd_device_hub, dmd_device_link, dmd_server_add_device, dmd_server_device_hub_url,
+};
 use dmdelegate_c::testing::{
     dmd_dmacc_simple_tnds, dmd_sim_bootstrap_server, dmd_sim_bootstrap_server_register,
     dmd_sim_device, dmd_sim_device_dump, dmd_sim_device_execute, dmd_sim_device_free,
@@ -824,6 +827,7 @@ fn transport_config(server_id: &CString, transport: Option<&dmd_transport>) -> d
         timeouts: ptr::null(),
         store_path: ptr::null(),
         transport: transport.map_or(ptr::null(), |t| t as *const dmd_transport),
+        device_hub: ptr::null(),
     }
 }
 
@@ -1652,4 +1656,109 @@ fn a_long_failure_reason_is_cut_at_a_character_boundary() {
         dmd_server_free(s2);
         dmd_sim_device_free(device);
     }
+}
+
+/// A device link of `strings` (device id, notify URL, client secret, server secret).
+fn device_link(strings: &[CString; 4], scheme: u32) -> dmd_device_link {
+    dmd_device_link {
+        device_id: strings[0].as_ptr(),
+        notify_url: strings[1].as_ptr(),
+        client_name: ptr::null(),
+        client_secret: strings[2].as_ptr(),
+        server_secret: strings[3].as_ptr(),
+        scheme,
+    }
+}
+
+#[test]
+fn a_device_hub_is_configured_checked_and_extended() {
+    let id = c(DMS1);
+    let listen = c("127.0.0.1:0");
+    let good = [DEVICE, "http://127.0.0.1:9/notify", "c1", "s1"].map(c);
+    let ftp = [DEVICE, "ftp://127.0.0.1:9/notify", "c1", "s1"].map(c);
+    let sink = Sink::default();
+    let t = dmd_transport {
+        userdata: sink.ud(),
+        send: Some(send_recorded),
+    };
+    let host = no_callbacks(ptr::null_mut());
+
+    // An unknown scheme is refused before anything starts.
+    let bad = [device_link(&good, 7)];
+    let hub = dmd_device_hub {
+        listen_address: listen.as_ptr(),
+        devices: bad.as_ptr(),
+        device_count: 1,
+    };
+    let mut config = transport_config(&id, Some(&t));
+    config.device_hub = &hub;
+    let mut out = ptr::null_mut();
+    // SAFETY: valid configuration.
+    let rc = unsafe { dmd_server_new(&config, &host, &mut out) };
+    assert_eq!(rc, DMD_ERR_INVALID_ARGUMENT);
+    assert!(last_error().contains("scheme"), "{}", last_error());
+    assert!(out.is_null());
+
+    // A good hub: its URL follows the needed-length convention.
+    let links = [device_link(&good, 0)];
+    let hub = dmd_device_hub {
+        listen_address: listen.as_ptr(),
+        devices: links.as_ptr(),
+        device_count: 1,
+    };
+    config.device_hub = &hub;
+    // SAFETY: valid configuration.
+    let rc = unsafe { dmd_server_new(&config, &host, &mut out) };
+    assert_eq!(rc, DMD_OK, "{}", last_error());
+    let mut needed = 0usize;
+    let mut small = [0 as c_char; 8];
+    // SAFETY: live server, buffer of the given length.
+    let rc =
+        unsafe { dmd_server_device_hub_url(out, small.as_mut_ptr(), small.len(), &mut needed) };
+    assert_eq!(rc, DMD_ERR_BUFFER_TOO_SMALL);
+    let mut buf = vec![0 as c_char; needed];
+    // SAFETY: as above.
+    let rc = unsafe { dmd_server_device_hub_url(out, buf.as_mut_ptr(), buf.len(), &mut needed) };
+    assert_eq!(rc, DMD_OK);
+    // SAFETY: NUL-terminated by the call.
+    let url = unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) }
+        .to_str()
+        .unwrap();
+    assert!(
+        url.starts_with("http://127.0.0.1:") && url.ends_with("/dm"),
+        "{url}"
+    );
+    assert_ne!(url, "http://127.0.0.1:0/dm", "the bound port, not 0");
+
+    // More devices: checked the same way.
+    let wrong = device_link(&ftp, 0);
+    // SAFETY: live server, valid link.
+    assert_eq!(
+        unsafe { dmd_server_add_device(out, &wrong) },
+        DMD_ERR_INVALID_ARGUMENT
+    );
+    assert!(last_error().contains("notify_url"), "{}", last_error());
+    let other = device_link(&good, 1);
+    // SAFETY: as above.
+    assert_eq!(unsafe { dmd_server_add_device(out, &other) }, DMD_OK);
+    // SAFETY: NULL link.
+    assert_eq!(
+        unsafe { dmd_server_add_device(out, ptr::null()) },
+        DMD_ERR_NULL_ARGUMENT
+    );
+    // SAFETY: server from dmd_server_new, freed once.
+    unsafe { dmd_server_free(out) };
+
+    // Without a hub there is neither a URL nor devices to add.
+    let plain = transport_server(DMS1, &sink, &host, None);
+    // SAFETY: live server.
+    let rc = unsafe { dmd_server_device_hub_url(plain, buf.as_mut_ptr(), buf.len(), &mut needed) };
+    assert_eq!(rc, DMD_ERR_INVALID_STATE);
+    // SAFETY: live server, valid link.
+    assert_eq!(
+        unsafe { dmd_server_add_device(plain, &other) },
+        DMD_ERR_INVALID_STATE
+    );
+    // SAFETY: as above.
+    unsafe { dmd_server_free(plain) };
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use dmdelegate::{DelegatedSubtree, DelegationInfo, Method};
 use dmdelegate_net::https::HttpsOptions;
-use dmdelegate_net::{Server, ServerOptions, StartDelegation, Wire};
+use dmdelegate_net::{DeviceHubOptions, Server, ServerOptions, StartDelegation, Wire};
 
 use crate::error::DelegationError;
 use crate::host::{DelegationHost, ForeignHost};
@@ -62,6 +62,86 @@ impl From<Timeouts> for dmdelegate::Timeouts {
     }
 }
 
+/// How a device proves itself to a device hub (the CLCRED `AAuthType`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Enum)]
+pub enum DeviceAuthScheme {
+    /// `syncml:auth-basic`.
+    Basic,
+    /// `syncml:auth-md5`.
+    Md5,
+}
+
+/// A networked device the server's device hub manages: where to wake it (package 0,
+/// `http://host:port/notify`) and the credentials of this server's account on it.
+#[derive(Clone, PartialEq, Eq, uniffi::Record)]
+pub struct DeviceLink {
+    /// The device's identifier (the `Source` of its SyncML messages).
+    pub device_id: String,
+    /// Its package 0 endpoint.
+    pub notify_url: String,
+    /// The device's secret (CLCRED `AAuthSecret`).
+    pub client_secret: String,
+    /// This server's secret on the device (SRVCRED), for the package 0 digest.
+    pub server_secret: String,
+    /// The scheme the device must use.
+    pub scheme: DeviceAuthScheme,
+    /// The name the device authenticates with (CLCRED `AAuthName`).
+    #[uniffi(default = "device")]
+    pub client_name: String,
+}
+
+impl std::fmt::Debug for DeviceLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeviceLink")
+            .field("device_id", &self.device_id)
+            .field("notify_url", &self.notify_url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TryFrom<DeviceLink> for dmdelegate_net::DeviceLink {
+    type Error = DelegationError;
+
+    fn try_from(d: DeviceLink) -> Result<Self, DelegationError> {
+        if d.device_id.is_empty() {
+            return Err(DelegationError::invalid("deviceId", "is empty"));
+        }
+        if !d.notify_url.starts_with("http://") {
+            return Err(DelegationError::invalid(
+                "notifyUrl",
+                format!("`{}` is not an http:// URL", d.notify_url),
+            ));
+        }
+        Ok(dmdelegate_net::DeviceLink {
+            device_id: d.device_id,
+            notify_url: d.notify_url,
+            server_secret: d.server_secret,
+            server_nonce: Vec::new(),
+            client_name: d.client_name,
+            client_secret: d.client_secret,
+            scheme: match d.scheme {
+                DeviceAuthScheme::Basic => dmdelegate::syncml::AuthScheme::Basic,
+                DeviceAuthScheme::Md5 => dmdelegate::syncml::AuthScheme::Md5,
+            },
+        })
+    }
+}
+
+/// The server's own SyncML DM endpoint for networked devices. With it the server runs
+/// client commands and opens DM sessions itself: the host's `execute` and `openDmSession`
+/// are never called; policy, accounts, the Bootstrap Server URL and events stay the
+/// host's.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct DeviceHub {
+    /// `ip:port` of the SyncML endpoint (plain HTTP); port 0: any free port
+    /// (`deviceHubUrl`).
+    #[uniffi(default = "127.0.0.1:0")]
+    pub listen_address: String,
+    /// The devices it manages from the start (more with `addDevice`).
+    #[uniffi(default = [])]
+    pub devices: Vec<DeviceLink>,
+}
+
 /// A server's configuration.
 #[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
 pub struct ServerConfig {
@@ -84,6 +164,10 @@ pub struct ServerConfig {
     /// A SQLite file for durable sessions; in memory when absent.
     #[uniffi(default = None)]
     pub store_path: Option<String>,
+    /// The server's own SyncML endpoint for networked devices; absent: the host reaches
+    /// devices itself.
+    #[uniffi(default = None)]
+    pub device_hub: Option<DeviceHub>,
 }
 
 fn peers(list: Vec<Peer>) -> Result<Vec<dmdelegate_net::Peer>, DelegationError> {
@@ -163,6 +247,18 @@ impl DelegationServer {
             options.timeouts = t.into();
         }
         options.store_path = config.store_path.map(PathBuf::from);
+        if let Some(hub) = config.device_hub {
+            let listen: SocketAddr = hub
+                .listen_address
+                .parse()
+                .map_err(|e| DelegationError::invalid("deviceHub.listenAddress", e))?;
+            let devices = hub
+                .devices
+                .into_iter()
+                .map(dmdelegate_net::DeviceLink::try_from)
+                .collect::<Result<Vec<_>, _>>()?;
+            options.device_hub = Some(DeviceHubOptions::new(listen, devices));
+        }
         let host = Arc::new(ForeignHost(host));
         let server = on_runtime(async move { Ok(Server::start(options, host).await?) }).await?;
         Ok(Arc::new(DelegationServer {
@@ -189,6 +285,18 @@ impl DelegationServer {
     /// The delegation endpoint's URL on `host`, for a peer's configuration.
     pub fn endpoint_url(&self, host: String) -> String {
         self.inner.endpoint_url(&host).unwrap_or_default()
+    }
+
+    /// The device hub's SyncML endpoint, `http://ip:port/dm` (the `AppAddr` of the
+    /// accounts the host hands out); absent without a hub.
+    pub fn device_hub_url(&self) -> Option<String> {
+        self.inner.device_hub_url().map(str::to_string)
+    }
+
+    /// Manages one more device through the device hub (a link with the same device id
+    /// is replaced). `InvalidState` without a hub.
+    pub fn add_device(&self, link: DeviceLink) -> Result<(), DelegationError> {
+        Ok(self.inner.add_device(link.try_into()?)?)
     }
 
     /// Starts a delegation (sends DELEGATION_NOTIF) and returns its session id; the rest

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
+use plan::Commit;
 pub use plan::BOOTSTRAP_TRIGGER_ROOT;
 pub use state::{JournalEntry, JournalStatus, SessionInfo, SessionRecord, State, Step, Timeouts};
 
@@ -29,6 +30,10 @@ use crate::message::{
 use crate::reason::ReasonCode;
 use crate::store::{MemoryStore, SessionStore};
 use crate::xml::XmlLimits;
+
+/// How many times DMS-1 asks the device whether its commit happened (one attempt per entry
+/// into `Finalizing`, `response` apart) before leaving the session to an operator.
+const COMMIT_CHECKS: usize = 3;
 
 /// A server's configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -210,7 +215,9 @@ impl DelegationServer {
         self.inner.client_connected(device_id).await
     }
 
-    /// Cancels a running delegation: rolls it back and sends DELEGATION_FAILURE.
+    /// Cancels a running delegation: rolls it back and sends DELEGATION_FAILURE. DMS-1 past
+    /// the commit point of a Full delegation finishes it instead (see
+    /// [`SessionRecord::past_commit_point`]): the session may end `Completed`.
     pub async fn cancel(&self, session_id: &str) -> Result<SessionInfo> {
         self.inner
             .fail_session(
@@ -244,6 +251,11 @@ impl DelegationServer {
             let Some(reason) = rec.reason.clone() else {
                 continue;
             };
+            if rec.past_commit_point() {
+                // Left for an operator past the commit point: the delegation may be in
+                // force, and a FAILURE would make the peer roll back its side.
+                continue;
+            }
             let m = self.inner.outgoing(&mut rec, Body::Failure(reason));
             self.inner.save(&mut rec).await?;
             drop(guard);
@@ -254,7 +266,9 @@ impl DelegationServer {
     }
 
     /// Tries again to undo the client changes of a session that ended `RollbackFailed`
-    /// (for example once the device is reachable again).
+    /// (for example once the device is reachable again). For DMS-1 left past the commit
+    /// point of a Full delegation, asks the device again whether the commit happened: if
+    /// so the session ends `Completed`; if not it rolls back and sends FAILURE.
     pub async fn retry_rollback(&self, session_id: &str) -> Result<SessionInfo> {
         self.inner.retry_rollback(session_id).await
     }
@@ -282,8 +296,8 @@ impl DelegationServer {
     }
 
     /// Fails every session whose deadline has passed (rolling it back and telling the
-    /// peer) and reverts temporary delegations that reached their end. Returns how many
-    /// sessions it ended.
+    /// peer; past the commit point, finishing it instead) and reverts temporary delegations
+    /// that reached their end. Returns how many sessions it acted on.
     pub async fn expire_due(&self) -> Result<usize> {
         self.inner.expire_due().await
     }
@@ -1013,12 +1027,36 @@ impl Inner {
 
     /// Fails the session: undoes the journal (DMS-1), purges it, and returns the
     /// DELEGATION_FAILURE to send when `notify_peer`.
+    ///
+    /// DMS-1 past the commit point (its own account's deletion attempted) first asks the
+    /// device whether the commit happened: if so it completes the delegation and sends
+    /// nothing; if the device cannot tell, it asks again later and finally leaves the
+    /// session `RollbackFailed` for an operator, sending nothing either. Only when the
+    /// account is still there does it roll back (and tell the peer) as before.
     async fn fail_locked(
         &self,
         rec: &mut SessionRecord,
         reason: Reason,
         notify_peer: bool,
     ) -> Vec<Message> {
+        if rec.past_commit_point() {
+            match self.check_commit(rec).await {
+                Commit::Done => {
+                    tracing::info!(session = %rec.session_id, %reason, "failure past the commit point: the commit happened, the delegation is completed");
+                    self.close_finalized(rec);
+                    rec.reason = None;
+                    self.enter(rec, State::Completed, None);
+                    self.emit(rec, EventKind::Completed);
+                    return Vec::new();
+                }
+                Commit::Unknown(failed) => {
+                    self.commit_unknown(rec, reason, failed);
+                    return Vec::new();
+                }
+                // The account is still there: nothing was committed, roll back.
+                Commit::NotDone => {}
+            }
+        }
         if rec.state != State::RollingBack {
             tracing::info!(session = %rec.session_id, role = %rec.role, %reason, "delegation failed");
             self.emit(
@@ -1054,9 +1092,42 @@ impl Inner {
         }
     }
 
+    /// Past the commit point, the device could not tell whether the commit happened: ask
+    /// again after the `response` deadline, up to [`COMMIT_CHECKS`] times; then leave the
+    /// session `RollbackFailed` (journal kept) for an operator. No FAILURE either way.
+    fn commit_unknown(&self, rec: &mut SessionRecord, cause: Reason, failed: Vec<String>) {
+        rec.account = None;
+        let checks = rec
+            .history
+            .iter()
+            .filter(|s| s.state == State::Finalizing)
+            .count();
+        if rec.state != State::RollbackFailed && checks < COMMIT_CHECKS {
+            tracing::warn!(session = %rec.session_id, %cause, ?failed, "past the commit point, the device cannot tell whether it committed; asking again later");
+            self.enter(rec, State::Finalizing, Some(self.config.timeouts.response));
+            return;
+        }
+        let reason = match (rec.state, rec.reason.clone()) {
+            (State::RollbackFailed, Some(r)) => r,
+            _ => Reason::new(
+                ReasonCode::ClientOperationFailed,
+                format!(
+                    "past the commit point ({cause}), the device never told whether DMS-1's \
+                     account is gone: the device needs attention"
+                ),
+            ),
+        };
+        tracing::error!(session = %rec.session_id, %reason, ?failed, "delegation left past its commit point");
+        rec.reason = Some(reason.clone());
+        if rec.state != State::RollbackFailed {
+            self.enter(rec, State::RollbackFailed, None);
+        }
+        self.emit(rec, EventKind::RollbackIncomplete { reason, failed });
+    }
+
     async fn retry_rollback(&self, session_id: &str) -> Result<SessionInfo> {
         let lock = self.lock_for(session_id);
-        let _guard = lock.lock().await;
+        let guard = lock.lock().await;
         let mut rec = self
             .load(session_id)
             .await?
@@ -1071,6 +1142,14 @@ impl Inner {
             .reason
             .clone()
             .unwrap_or_else(|| Reason::new(ReasonCode::Unspecified, "rollback retried"));
+        if rec.past_commit_point() {
+            // No FAILURE was sent: one goes out only if the device shows no commit.
+            let out = self.fail_locked(&mut rec, reason, true).await;
+            self.save(&mut rec).await?;
+            drop(guard);
+            self.send_all(session_id, out).await?;
+            return Ok(SessionInfo::from(&rec));
+        }
         self.revert(
             &mut rec,
             State::RolledBack,

@@ -15,7 +15,9 @@
 //!    DMS-2's Bootstrap Server URL (last, because the client acts on it at once).
 //!
 //! After CONFIRM: delete the marker or trigger, and (Full) DMS-1's own account, which
-//! removes DMS-1 from every ACL on the device.
+//! removes DMS-1 from every ACL on the device. That deletion is the commit point: once it
+//! is journaled a failure or a restart finishes the delegation instead of rolling it back,
+//! unless the device shows the account still there (`Inner::check_commit`).
 
 use crate::acl::{Acl, AclCommand};
 use crate::error::{Error, Result};
@@ -25,6 +27,18 @@ use crate::reason::ReasonCode;
 use crate::tree::{child_uri, parent_uri, uri_segments, Node};
 
 use super::{Inner, JournalEntry, JournalStatus, SessionRecord};
+
+/// What the device says about a session's committing operations (DMS-1's own account).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Commit {
+    /// Applied: the delegation is in force and cannot be undone.
+    Done,
+    /// Not applied (the account is still there): the committing entries were dropped and
+    /// the session can be rolled back as before its commit point.
+    NotDone,
+    /// The device could not tell (unreachable, refused the read): what failed.
+    Unknown(Vec<String>),
+}
 
 /// Where DMS-1 leaves the Bootstrap Server URL for the client (Methods 3/4).
 pub const BOOTSTRAP_TRIGGER_ROOT: &str = "./DMDelegate/Bootstrap";
@@ -118,7 +132,10 @@ impl Inner {
                 // A definite refusal (4xx) means the device did not apply the command: drop
                 // the entry so rollback cannot "undo" what was never done (a 418 Add would
                 // otherwise delete a node that existed before). Otherwise keep it pending.
-                if (400..500).contains(&e.status) {
+                // The committing operation (no inverse) is always kept: whatever the
+                // answer, `check_commit` reads the device to learn whether it happened.
+                let committing = rec.journal.last().is_some_and(|j| j.inverse.is_none());
+                if (400..500).contains(&e.status) && !committing {
                     rec.journal.pop();
                 }
                 Err(Error::Device {
@@ -395,10 +412,18 @@ impl Inner {
                 .clone()
                 .ok_or_else(|| failed(ReasonCode::InternalError, "own account not recorded"))?;
             // The commit point: no inverse (the account's secrets cannot be read back), and
-            // nothing can fail after it.
+            // nothing follows it. From the moment it is journaled a failure no longer rolls
+            // back: `Inner::fail_locked` checks the device (`check_commit`) and finishes.
             self.apply(rec, ClientCommand::Delete { uri: own }, None, true)
                 .await?;
         }
+        self.close_finalized(rec);
+        Ok(())
+    }
+
+    /// What remains once finalization is done: no deadline, the journal discarded (a
+    /// temporary delegation keeps what reverts it at expiry), no cleanup, no secrets.
+    pub(super) fn close_finalized(&self, rec: &mut SessionRecord) {
         rec.deadline = None;
         if rec.expires.is_some() {
             // A temporary delegation keeps what reverts it at expiry.
@@ -409,7 +434,52 @@ impl Inner {
         }
         rec.cleanup.clear();
         rec.account = None;
-        Ok(())
+    }
+
+    /// Past the commit point (see [`SessionRecord::past_commit_point`]): reads the device
+    /// to learn whether the committing operations happened. Each is a `Delete`; its node
+    /// answering 404 means it did, its node being there means it did not.
+    pub(super) async fn check_commit(&self, rec: &mut SessionRecord) -> Commit {
+        let mut gone = Vec::new();
+        let mut there = 0;
+        let mut unknown = Vec::new();
+        for (i, entry) in rec.journal.iter().enumerate() {
+            if !entry.commits() {
+                continue;
+            }
+            let ClientCommand::Delete { uri } = &entry.command else {
+                unknown.push(format!(
+                    "{}: not a Delete, cannot be checked",
+                    entry.command
+                ));
+                continue;
+            };
+            match self.read_acl(rec, uri).await {
+                Ok(None) => gone.push(i),
+                Ok(Some(_)) => there += 1,
+                Err(e) => unknown.push(format!("{}: checking it failed: {e}", entry.command)),
+            }
+        }
+        if !unknown.is_empty() {
+            return Commit::Unknown(unknown);
+        }
+        match (gone.is_empty(), there) {
+            (false, 0) => {
+                for i in gone {
+                    rec.journal[i].status = JournalStatus::Applied;
+                }
+                Commit::Done
+            }
+            (true, _) => {
+                // Not applied: the session is back before its commit point.
+                rec.journal.retain(|j| !j.commits());
+                Commit::NotDone
+            }
+            (false, _) => Commit::Unknown(vec![format!(
+                "{} committing operations applied, {there} not",
+                gone.len()
+            )]),
+        }
     }
 
     /// Applies the journal's inverses in reverse order, then (Methods 3/4) removes any

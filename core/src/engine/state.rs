@@ -42,7 +42,9 @@ pub enum State {
     Rejected,
     /// Failed and fully undone.
     RolledBack,
-    /// Failed, and some inverse operations failed too: the device needs attention.
+    /// Failed, and some inverse operations failed too: the device needs attention. Also
+    /// DMS-1 past the commit point of a Full delegation when the device, asked again and
+    /// again, never told whether its own account is gone (no FAILURE is sent then).
     RollbackFailed,
     /// A temporary delegation ended and was reverted.
     Expired,
@@ -138,6 +140,14 @@ pub struct JournalEntry {
     pub finalizing: bool,
 }
 
+impl JournalEntry {
+    /// True for a committing operation (finalizing, with no inverse: DMS-1 deleting its own
+    /// account) that was attempted and not found unapplied.
+    pub fn commits(&self) -> bool {
+        self.finalizing && self.inverse.is_none() && self.status != JournalStatus::Undone
+    }
+}
+
 /// One step of a session's history: the state entered and when.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Step {
@@ -216,6 +226,14 @@ impl SessionRecord {
     /// True when the deadline watcher has work for it at `now`: overdue or expired.
     pub fn is_due(&self, now: Timestamp) -> bool {
         self.is_overdue(now) || self.is_expired(now)
+    }
+
+    /// True when DMS-1 has attempted (or applied) a committing operation of this session:
+    /// past this point a failure or a restart finishes the delegation (or, if the device
+    /// cannot tell, leaves it for an operator) and never rolls it back or tells the peer
+    /// to roll back, unless the device shows the operation did not happen.
+    pub fn past_commit_point(&self) -> bool {
+        self.role == Role::Delegating && self.journal.iter().any(JournalEntry::commits)
     }
 
     /// True when the session ended in failure (rolled back, or not completely) at or
