@@ -1084,23 +1084,29 @@ async fn snapshot(net: &Net, plan: &[Planned]) -> Vec<Seen> {
     out
 }
 
+/// Waits for `session` to end at server `id`; an error names where it is stuck.
+async fn wait_terminal(net: &Net, id: &str, session: &str) -> Result<(), String> {
+    let s = net
+        .server(id)
+        .server
+        .wait(session, LIMIT)
+        .await
+        .map_err(|e| format!("{session}: {e}"))?;
+    if !s.state.is_terminal() {
+        return Err(format!(
+            "{session} stuck in {:?} at {id} after {LIMIT:?}: {:?}",
+            s.state, s.history
+        ));
+    }
+    Ok(())
+}
+
 /// Waits until every session has ended on every server that knows it and nothing more
 /// moves; returns the final views, or what is stuck.
 async fn settle(net: &Net, plan: &[Planned]) -> Result<Vec<Seen>, String> {
     for p in plan {
         let at = initiator(p.method);
-        let s = net
-            .server(at)
-            .server
-            .wait(&p.session, LIMIT)
-            .await
-            .map_err(|e| format!("{}: {e}", p.session))?;
-        if !s.state.is_terminal() {
-            return Err(format!(
-                "{} stuck in {:?} at {at} after {LIMIT:?}: {:?}",
-                p.session, s.state, s.history
-            ));
-        }
+        wait_terminal(net, at, &p.session).await?;
     }
     for _ in 0..50 {
         net.idle().await?;
@@ -1110,18 +1116,7 @@ async fn settle(net: &Net, plan: &[Planned]) -> Result<Vec<Seen>, String> {
             for (id, view) in [(DMS1, &seen.one), (DMS2, &seen.two)] {
                 if view.as_ref().is_some_and(|s| !s.state.is_terminal()) {
                     waited = true;
-                    let s = net
-                        .server(id)
-                        .server
-                        .wait(&p.session, LIMIT)
-                        .await
-                        .map_err(|e| format!("{}: {e}", p.session))?;
-                    if !s.state.is_terminal() {
-                        return Err(format!(
-                            "{} stuck in {:?} at {id} after {LIMIT:?}: {:?}",
-                            p.session, s.state, s.history
-                        ));
-                    }
+                    wait_terminal(net, id, &p.session).await?;
                 }
             }
         }
