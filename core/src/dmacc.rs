@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::acl::validate_server_id;
 use crate::error::DecodeError;
 use crate::tree::{Node, NodeType, RtProperties};
-use crate::xml::join;
+use crate::xml::{join, Path};
 
 /// The DMAcc MO identifier (the DDF name of `./DMAcc/<X>`).
 pub const DMACC_MO_ID: &str = "urn:oma:mo:oma-dm-dmacc:1.0";
@@ -131,35 +131,39 @@ fn invalid(field: String, reason: impl Into<String>) -> DecodeError {
 impl DmAcc {
     /// Checks every field against the DMAcc MO's rules; the error names the field.
     pub fn validate(&self) -> Result<(), DecodeError> {
-        let here = format!("DMAcc/{}", self.node_name);
+        // Field paths are formatted only for an error.
+        let here = Path::Child(&Path::Text("DMAcc"), &self.node_name);
         if self.node_name.is_empty()
             || self.node_name.contains(['/', '?', '*'])
             || self.node_name.trim() != self.node_name
             || crate::xml::check_xml_text(&self.node_name).is_err()
         {
-            return Err(invalid(here, "node name must be one non-empty URI segment"));
+            return Err(invalid(
+                here.to_string(),
+                "node name must be one non-empty URI segment",
+            ));
         }
         validate_server_id(&self.server_id).map_err(|r| invalid(join(&here, "ServerID"), r))?;
-        let texts = [
+        for (name, value) in [
             ("ServerID", Some(&self.server_id)),
             ("Name", self.name.as_ref()),
             ("PrefConRef", self.pref_con_ref.as_ref()),
             ("AAuthPref", self.auth_pref.as_ref()),
-        ];
-        let auth_texts = self.auths.iter().enumerate().flat_map(|(i, a)| {
-            [
-                (format!("AppAuth/{}/AAuthName", i + 1), a.name.as_ref()),
-                (format!("AppAuth/{}/AAuthSecret", i + 1), a.secret.as_ref()),
-                (format!("AppAuth/{}/AAuthData", i + 1), a.data.as_ref()),
-            ]
-        });
-        for (name, value) in texts
-            .into_iter()
-            .map(|(n, v)| (n.to_string(), v))
-            .chain(auth_texts)
-        {
+        ] {
             if let Some(v) = value {
-                crate::xml::check_xml_text(v).map_err(|r| invalid(join(&here, &name), r))?;
+                crate::xml::check_xml_text(v).map_err(|r| invalid(join(&here, name), r))?;
+            }
+        }
+        for (i, a) in self.auths.iter().enumerate() {
+            for (name, value) in [
+                ("AAuthName", &a.name),
+                ("AAuthSecret", &a.secret),
+                ("AAuthData", &a.data),
+            ] {
+                if let Some(v) = value {
+                    crate::xml::check_xml_text(v)
+                        .map_err(|r| invalid(format!("{here}/AppAuth/{}/{name}", i + 1), r))?;
+                }
             }
         }
         if self.addresses.is_empty() {
@@ -168,7 +172,6 @@ impl DmAcc {
             });
         }
         for (i, a) in self.addresses.iter().enumerate() {
-            let field = format!("{here}/AppAddr/{}/Addr", i + 1);
             let ok = match a.addr_type {
                 AddrType::Uri => a.addr.contains("://") && !a.addr.chars().any(char::is_whitespace),
                 AddrType::Ipv4 => a.addr.parse::<std::net::Ipv4Addr>().is_ok(),
@@ -176,7 +179,7 @@ impl DmAcc {
             };
             if !ok {
                 return Err(invalid(
-                    field,
+                    format!("{here}/AppAddr/{}/Addr", i + 1),
                     format!("`{}` is not a valid {} address", a.addr, a.addr_type),
                 ));
             }
@@ -272,45 +275,45 @@ impl DmAcc {
     /// Reads an account from its TNDS subtree and validates it. Unknown children (such as
     /// `Ext`, `ToConRef`) are accepted and ignored.
     pub fn from_node(node: &Node) -> Result<Self, DecodeError> {
-        let here = format!("DMAcc/{}", node.name);
-        let text = |n: &Node, name: &str, base: &str| -> Result<Option<String>, DecodeError> {
-            match n.child(name) {
-                None => Ok(None),
-                Some(c) => c
-                    .value
-                    .clone()
-                    .map(Some)
-                    .ok_or_else(|| invalid(join(base, name), "must be a leaf with a value")),
-            }
-        };
-        let required = |n: &Node, name: &str, base: &str| -> Result<String, DecodeError> {
-            text(n, name, base)?.ok_or_else(|| DecodeError::MissingField {
-                field: join(base, name),
-            })
-        };
-        let app_id = required(node, "AppID", &here)?;
+        let acc = Self::from_node_unchecked(node.clone())?;
+        acc.validate()?;
+        Ok(acc)
+    }
+
+    /// Reads an account from its TNDS subtree, taking its values, without
+    /// [`DmAcc::validate`] (the message decoder validates the whole message once).
+    pub(crate) fn from_node_unchecked(node: Node) -> Result<Self, DecodeError> {
+        let Node {
+            name: node_name,
+            children,
+            ..
+        } = node;
+        let here = Path::Child(&Path::Text("DMAcc"), &node_name);
+        let mut fields = Fields::new(children);
+        let app_id = fields.required("AppID", &here)?;
         if app_id != DMACC_APP_ID {
             return Err(invalid(
                 join(&here, "AppID"),
                 format!("`{app_id}` is not `{DMACC_APP_ID}`"),
             ));
         }
-        let server_id = required(node, "ServerID", &here)?;
+        let server_id = fields.required("ServerID", &here)?;
         let mut addresses = Vec::new();
-        if let Some(list) = node.child("AppAddr") {
-            for a in &list.children {
+        if let Some(list) = fields.take("AppAddr") {
+            for a in list.children {
                 let base = format!("{here}/AppAddr/{}", a.name);
-                let addr_type = match text(a, "AddrType", &base)? {
+                let mut a = Fields::new(a.children);
+                let addr_type = match a.text("AddrType", &base)? {
                     Some(t) => t
                         .parse::<AddrType>()
                         .map_err(|r| invalid(join(&base, "AddrType"), r))?,
                     None => AddrType::Uri,
                 };
                 let mut ports = Vec::new();
-                if let Some(pl) = a.child("Port") {
-                    for p in &pl.children {
+                if let Some(pl) = a.take("Port") {
+                    for p in pl.children {
                         let pbase = format!("{base}/Port/{}", p.name);
-                        let nbr = required(p, "PortNbr", &pbase)?;
+                        let nbr = Fields::new(p.children).required("PortNbr", &pbase)?;
                         ports.push(
                             nbr.parse::<u16>()
                                 .map_err(|e| invalid(join(&pbase, "PortNbr"), e.to_string()))?,
@@ -318,40 +321,44 @@ impl DmAcc {
                     }
                 }
                 addresses.push(AppAddr {
-                    addr: required(a, "Addr", &base)?,
+                    addr: a.required("Addr", &base)?,
                     addr_type,
                     ports,
                 });
             }
         }
         let mut auths = Vec::new();
-        if let Some(list) = node.child("AppAuth") {
-            for a in &list.children {
+        if let Some(list) = fields.take("AppAuth") {
+            for a in list.children {
                 let base = format!("{here}/AppAuth/{}", a.name);
+                let mut a = Fields::new(a.children);
                 auths.push(AppAuth {
-                    level: required(a, "AAuthLevel", &base)?
+                    level: a
+                        .required("AAuthLevel", &base)?
                         .parse()
                         .map_err(|r| invalid(join(&base, "AAuthLevel"), r))?,
-                    auth_type: required(a, "AAuthType", &base)?
+                    auth_type: a
+                        .required("AAuthType", &base)?
                         .parse()
                         .map_err(|r| invalid(join(&base, "AAuthType"), r))?,
-                    name: text(a, "AAuthName", &base)?,
-                    secret: text(a, "AAuthSecret", &base)?,
-                    data: text(a, "AAuthData", &base)?,
+                    name: a.text("AAuthName", &base)?,
+                    secret: a.text("AAuthSecret", &base)?,
+                    data: a.text("AAuthData", &base)?,
                 });
             }
         }
-        let acc = DmAcc {
-            node_name: node.name.clone(),
+        let name = fields.text("Name", &here)?;
+        let pref_con_ref = fields.text("PrefConRef", &here)?;
+        let auth_pref = fields.text("AAuthPref", &here)?;
+        Ok(DmAcc {
+            node_name,
             server_id,
-            name: text(node, "Name", &here)?,
-            pref_con_ref: text(node, "PrefConRef", &here)?,
+            name,
+            pref_con_ref,
             addresses,
-            auth_pref: text(node, "AAuthPref", &here)?,
+            auth_pref,
             auths,
-        };
-        acc.validate()?;
-        Ok(acc)
+        })
     }
 
     /// A ready-made account for `server_id` reachable at `url`, with Basic client and
@@ -397,6 +404,49 @@ pub fn dmacc_root_props() -> RtProperties {
     RtProperties {
         node_type: NodeType::DdfName(DMACC_MO_ID.into()),
         ..RtProperties::interior()
+    }
+}
+
+/// The children of an account node, taken by name (the first of a name wins, as
+/// [`Node::child`] finds it).
+struct Fields(Vec<Option<Node>>);
+
+impl Fields {
+    fn new(children: Vec<Node>) -> Self {
+        Fields(children.into_iter().map(Some).collect())
+    }
+
+    fn take(&mut self, name: &str) -> Option<Node> {
+        self.0
+            .iter_mut()
+            .find(|c| c.as_ref().is_some_and(|c| c.name == name))
+            .and_then(Option::take)
+    }
+
+    /// The value of leaf `name`, if present.
+    fn text<P: std::fmt::Display + ?Sized>(
+        &mut self,
+        name: &str,
+        base: &P,
+    ) -> Result<Option<String>, DecodeError> {
+        match self.take(name) {
+            None => Ok(None),
+            Some(c) => c
+                .value
+                .map(Some)
+                .ok_or_else(|| invalid(join(base, name), "must be a leaf with a value")),
+        }
+    }
+
+    fn required<P: std::fmt::Display + ?Sized>(
+        &mut self,
+        name: &str,
+        base: &P,
+    ) -> Result<String, DecodeError> {
+        self.text(name, base)?
+            .ok_or_else(|| DecodeError::MissingField {
+                field: join(base, name),
+            })
     }
 }
 

@@ -14,7 +14,7 @@ use crate::dmacc::DmAcc;
 use crate::error::DecodeError;
 use crate::reason::ReasonCode;
 use crate::tree::{mgmt_tree_from_element, uri_segments, write_mgmt_tree, MgmtTree, Node};
-use crate::xml::{self, join, Element, XmlLimits, XmlWriter};
+use crate::xml::{self, join, Element, Path, XmlLimits, XmlWriter};
 
 /// XML namespace of the delegation envelope.
 pub const NAMESPACE: &str = "urn:dmdelegate:params:xml:ns:delegation-1";
@@ -616,8 +616,8 @@ impl Message {
 
     /// Decodes and validates a message under `limits`.
     pub fn from_xml_with_limits(input: &[u8], limits: &XmlLimits) -> Result<Message, DecodeError> {
-        let root = xml::parse(input, limits)?;
-        let msg = message_from_element(&root)?;
+        let doc = xml::parse(input, limits)?;
+        let msg = message_from_element(&doc.root())?;
         msg.validate()?;
         Ok(msg)
     }
@@ -695,16 +695,16 @@ fn write_reason(w: &mut XmlWriter, r: &Reason) {
 }
 
 fn message_from_element(root: &Element) -> Result<Message, DecodeError> {
-    if root.name != "Delegation" {
+    if root.name() != "Delegation" {
         return Err(DecodeError::WrongRoot {
             expected: "Delegation".into(),
-            found: root.name.to_string(),
+            found: root.name().to_string(),
         });
     }
-    if root.ns.as_deref() != Some(NAMESPACE) {
+    if root.ns() != Some(NAMESPACE) {
         return Err(DecodeError::WrongNamespace {
             expected: NAMESPACE.into(),
-            found: root.ns.as_deref().unwrap_or_default().to_string(),
+            found: root.ns().unwrap_or_default().to_string(),
         });
     }
     match root.attr("version") {
@@ -720,73 +720,78 @@ fn message_from_element(root: &Element) -> Result<Message, DecodeError> {
             })
         }
     }
-    if let Some((name, _)) = root.attrs.iter().find(|(k, _)| k != "version") {
+    if let Some((name, _)) = root.attrs().find(|(k, _)| *k != "version") {
         return Err(DecodeError::UnexpectedElement {
             parent: "Delegation".into(),
             element: format!("@{name}"),
         });
     }
-    if !crate::xml::is_xml_blank(&root.text) {
+    if !crate::xml::is_xml_blank(root.text()) {
         return Err(invalid(
             "Delegation".into(),
             "text mixed with child elements",
         ));
     }
-    same_namespace(root, "Delegation")?;
-    if root.children.first().map(|c| c.name) != Some("Header") {
-        return Err(invalid(
-            "Delegation/Header".into(),
-            "must be the first element",
-        ));
-    }
-    let header_el = root.required_child("Header", "Delegation")?;
-    let header = header_from_element(header_el)?;
-    let bodies: Vec<&Element> = root
-        .children
-        .iter()
-        .filter(|c| c.name != "Header")
-        .collect();
+    same_namespace(root, &Path::Text("Delegation"))?;
+    let mut children = root.children();
+    let header_el = match children.next() {
+        Some(h) if h.name() == "Header" => h,
+        _ => {
+            return Err(invalid(
+                "Delegation/Header".into(),
+                "must be the first element",
+            ))
+        }
+    };
+    let header = header_from_element(&header_el)?;
+    let mut bodies = children.filter(|c| c.name() != "Header");
     if root.children_named("Header").count() != 1 {
         return Err(invalid(
             "Delegation/Header".into(),
             "must appear exactly once",
         ));
     }
-    let body_el = match bodies.as_slice() {
-        [one] => *one,
-        [] => {
+    let body_el = match (bodies.next(), bodies.next()) {
+        (Some(one), None) => one,
+        (None, _) => {
             return Err(DecodeError::MissingField {
                 field: "Delegation/<body>".into(),
             })
         }
-        [_, second, ..] => {
+        (Some(_), Some(second)) => {
             return Err(DecodeError::UnexpectedElement {
                 parent: "Delegation".into(),
-                element: second.name.to_string(),
+                element: second.name().to_string(),
             })
         }
     };
-    let here = join("Delegation", body_el.name);
-    let body = match body_el.name {
-        "Notif" => Body::Notif(notif_from_element(body_el, &here)?),
+    let top = Path::Text("Delegation");
+    let here = top.child(body_el.name());
+    let body = match body_el.name() {
+        "Notif" => Body::Notif(notif_from_element(&body_el, &here)?),
         "Res" => {
             body_el.only_children(&["Ack", "Nack"], &here)?;
             match (body_el.child("Ack"), body_el.child("Nack")) {
-                (Some(ack), None) => empty_body(ack, &join(&here, "Ack"), Body::Ack)?,
-                (None, Some(n)) => Body::Nack(reason_from_element(n, &join(&here, "Nack"))?),
-                _ => return Err(invalid(here, "must hold exactly one of Ack or Nack")),
+                (Some(ack), None) => empty_body(&ack, &here.child("Ack"), Body::Ack)?,
+                (None, Some(n)) => Body::Nack(reason_from_element(&n, &here.child("Nack"))?),
+                _ => {
+                    return Err(invalid(
+                        here.to_string(),
+                        "must hold exactly one of Ack or Nack",
+                    ))
+                }
             }
         }
         "Start" => {
             body_el.only_children(&["DMAcc"], &here)?;
-            let acc_path = join(&here, "DMAcc");
+            let acc_path = here.child("DMAcc");
             let acc_el = body_el.required_child("DMAcc", &here)?;
             acc_el.only_children(&["MgmtTree"], &acc_path)?;
             let tree =
-                mgmt_tree_from_element(acc_el.required_child("MgmtTree", &acc_path)?, &acc_path)?;
-            let node: &Node = match tree.nodes.as_slice() {
-                [one] => one,
-                _ => {
+                mgmt_tree_from_element(&acc_el.required_child("MgmtTree", &acc_path)?, &acc_path)?;
+            let node: Node = match <[Node; 1]>::try_from(tree.nodes) {
+                Ok([one]) => one,
+                Err(_) => {
                     return Err(invalid(
                         join(&acc_path, "MgmtTree"),
                         "must hold exactly one account node",
@@ -799,12 +804,13 @@ fn message_from_element(root: &Element) -> Result<Message, DecodeError> {
                     "an account lives under ./DMAcc",
                 ));
             }
-            Body::Start(DmAcc::from_node(node).map_err(|e| e.under(&here))?)
+            // Checked once, with the whole message, by `Message::validate`.
+            Body::Start(DmAcc::from_node_unchecked(node).map_err(|e| e.under(&here.to_string()))?)
         }
-        "Prepared" => empty_body(body_el, &here, Body::Prepared)?,
-        "Confirm" => empty_body(body_el, &here, Body::Confirm)?,
-        "Failure" => Body::Failure(reason_from_element(body_el, &here)?),
-        "BootstrapURLRequest" => empty_body(body_el, &here, Body::BootstrapUrlRequest)?,
+        "Prepared" => empty_body(&body_el, &here, Body::Prepared)?,
+        "Confirm" => empty_body(&body_el, &here, Body::Confirm)?,
+        "Failure" => Body::Failure(reason_from_element(&body_el, &here)?),
+        "BootstrapURLRequest" => empty_body(&body_el, &here, Body::BootstrapUrlRequest)?,
         "BootstrapURL" => {
             body_el.only_children(&["URL"], &here)?;
             Body::BootstrapUrl(body_el.required_text("URL", &here)?.to_string())
@@ -819,26 +825,28 @@ fn message_from_element(root: &Element) -> Result<Message, DecodeError> {
 }
 
 /// Every element of the envelope (the TNDS inside START aside) is in [`NAMESPACE`].
-fn same_namespace(el: &Element, path: &str) -> Result<(), DecodeError> {
-    for c in &el.children {
-        if c.name == "MgmtTree" {
+fn same_namespace(el: &Element, path: &Path) -> Result<(), DecodeError> {
+    for c in el.children() {
+        if c.name() == "MgmtTree" {
             continue;
         }
-        let here = join(path, c.name);
-        if c.ns.as_deref() != Some(NAMESPACE) {
+        let here = path.child(c.name());
+        if c.ns() != Some(NAMESPACE) {
             return Err(DecodeError::WrongNamespace {
                 expected: NAMESPACE.into(),
-                found: format!("{} (at {here})", c.ns.as_deref().unwrap_or_default()),
+                found: format!("{} (at {here})", c.ns().unwrap_or_default()),
             });
         }
-        same_namespace(c, &here)?;
+        if c.has_children() {
+            same_namespace(&c, &here)?;
+        }
     }
     Ok(())
 }
 
-fn empty_body(el: &Element, here: &str, body: Body) -> Result<Body, DecodeError> {
+fn empty_body(el: &Element, here: &Path, body: Body) -> Result<Body, DecodeError> {
     el.only_children(&[], here)?;
-    if !el.text.trim().is_empty() {
+    if !el.text().trim().is_empty() {
         return Err(invalid(here.to_string(), "must be empty"));
     }
     Ok(body)
@@ -884,16 +892,16 @@ fn header_from_element(el: &Element) -> Result<Header, DecodeError> {
     })
 }
 
-fn notif_from_element(el: &Element, here: &str) -> Result<Notif, DecodeError> {
+fn notif_from_element(el: &Element, here: &Path) -> Result<Notif, DecodeError> {
     el.only_children(&["DMServerID", "DelType", "DelInfo", "Expires"], here)?;
     let dt = el.required_text("DelType", here)?;
     let delegation_type = dt
         .parse::<DelegationType>()
         .map_err(|r| invalid(join(here, "DelType"), r))?;
-    let info_path = join(here, "DelInfo");
+    let info_path = here.child("DelInfo");
     let info_el = el.required_child("DelInfo", here)?;
     info_el.only_children(&["Device", "Subtree"], &info_path)?;
-    let dev_path = join(&info_path, "Device");
+    let dev_path = info_path.child("Device");
     let dev_el = info_el.required_child("Device", &info_path)?;
     dev_el.only_children(&["DevID", "Man", "Mod"], &dev_path)?;
     let device = DeviceInfo {
@@ -903,7 +911,7 @@ fn notif_from_element(el: &Element, here: &str) -> Result<Notif, DecodeError> {
     };
     let mut subtrees = Vec::new();
     for (i, s) in info_el.children_named("Subtree").enumerate() {
-        let base = format!("{info_path}/Subtree[{}]", i + 1);
+        let base = info_path.nth("Subtree", i + 1);
         s.only_children(&["URI", "Rights"], &base)?;
         let rights = s
             .required_text("Rights", &base)?
@@ -933,7 +941,7 @@ fn notif_from_element(el: &Element, here: &str) -> Result<Notif, DecodeError> {
     })
 }
 
-fn reason_from_element(el: &Element, here: &str) -> Result<Reason, DecodeError> {
+fn reason_from_element(el: &Element, here: &Path) -> Result<Reason, DecodeError> {
     el.only_children(&["Code", "Text"], here)?;
     let code_text = el.required_text("Code", here)?;
     let code = code_text

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::acl::Acl;
 use crate::error::DecodeError;
-use crate::xml::{self, join, Element, XmlLimits, XmlWriter};
+use crate::xml::{self, join, Element, Path, XmlLimits, XmlWriter};
 
 /// The TNDS namespace.
 pub const TNDS_NAMESPACE: &str = "syncml:dmddf1.2";
@@ -299,8 +299,8 @@ impl MgmtTree {
 
     /// Decodes a standalone TNDS document under `limits`.
     pub fn from_xml_with_limits(input: &[u8], limits: &XmlLimits) -> Result<Self, DecodeError> {
-        let root = xml::parse(input, limits)?;
-        mgmt_tree_from_element(&root, "")
+        let doc = xml::parse(input, limits)?;
+        mgmt_tree_from_element(&doc.root(), &Path::Text(""))
     }
 }
 
@@ -410,18 +410,18 @@ fn write_node(w: &mut XmlWriter, node: &Node) {
     w.close();
 }
 
-pub(crate) fn mgmt_tree_from_element(el: &Element, path: &str) -> Result<MgmtTree, DecodeError> {
-    let here = join(path, "MgmtTree");
-    if el.name != "MgmtTree" {
+pub(crate) fn mgmt_tree_from_element(el: &Element, path: &Path) -> Result<MgmtTree, DecodeError> {
+    let here = path.child("MgmtTree");
+    if el.name() != "MgmtTree" {
         return Err(DecodeError::WrongRoot {
             expected: "MgmtTree".into(),
-            found: el.name.to_string(),
+            found: el.name().to_string(),
         });
     }
-    if el.ns.as_deref() != Some(TNDS_NAMESPACE) {
+    if el.ns() != Some(TNDS_NAMESPACE) {
         return Err(DecodeError::WrongNamespace {
             expected: TNDS_NAMESPACE.into(),
-            found: el.ns.as_deref().unwrap_or_default().to_string(),
+            found: el.ns().unwrap_or_default().to_string(),
         });
     }
     el.only_children(&["VerDTD", "Man", "Mod", "Node"], &here)?;
@@ -435,7 +435,7 @@ pub(crate) fn mgmt_tree_from_element(el: &Element, path: &str) -> Result<MgmtTre
     let nodes = el
         .children_named("Node")
         .enumerate()
-        .map(|(i, n)| node_from_element(n, &format!("{here}/Node[{}]", i + 1)))
+        .map(|(i, n)| node_from_element(&n, &here.nth("Node", i + 1)))
         .collect::<Result<Vec<_>, _>>()?;
     if nodes.is_empty() {
         return Err(DecodeError::MissingField {
@@ -450,7 +450,7 @@ pub(crate) fn mgmt_tree_from_element(el: &Element, path: &str) -> Result<MgmtTre
     })
 }
 
-fn node_from_element(el: &Element, here: &str) -> Result<Node, DecodeError> {
+fn node_from_element(el: &Element, here: &Path) -> Result<Node, DecodeError> {
     el.only_children(&["NodeName", "Path", "RTProperties", "Node", "Value"], here)?;
     let name = el.required_text("NodeName", here)?.to_string();
     if name.is_empty() || name.contains(['/', '?']) {
@@ -471,15 +471,15 @@ fn node_from_element(el: &Element, here: &str) -> Result<Node, DecodeError> {
     };
     let props = el
         .child("RTProperties")
-        .map(|p| props_from_element(p, &join(here, "RTProperties")))
+        .map(|p| props_from_element(&p, &here.child("RTProperties")))
         .transpose()?;
     let children = el
         .children_named("Node")
         .enumerate()
-        .map(|(i, n)| node_from_element(n, &format!("{here}/Node[{}]", i + 1)))
+        .map(|(i, n)| node_from_element(&n, &here.nth("Node", i + 1)))
         .collect::<Result<Vec<_>, _>>()?;
     // Leaf values keep their exact text; only surrounding layout is dropped elsewhere.
-    let value = el.child("Value").map(|v| v.text.to_string());
+    let value = el.child("Value").map(|v| v.text().to_string());
     if value.is_some() && !children.is_empty() {
         return Err(DecodeError::InvalidField {
             field: here.to_string(),
@@ -495,7 +495,7 @@ fn node_from_element(el: &Element, here: &str) -> Result<Node, DecodeError> {
     })
 }
 
-fn props_from_element(el: &Element, here: &str) -> Result<RtProperties, DecodeError> {
+fn props_from_element(el: &Element, here: &Path) -> Result<RtProperties, DecodeError> {
     el.only_children(
         &[
             "ACL", "Format", "Name", "Size", "Title", "TStamp", "Type", "VerNo",
@@ -517,17 +517,20 @@ fn props_from_element(el: &Element, here: &str) -> Result<RtProperties, DecodeEr
     };
     let format = match el.child("Format") {
         Some(f) => {
-            let field = join(here, "Format");
-            let [only] = f.children.as_slice() else {
+            let field = || join(here, "Format");
+            let Some(only) = f.only_child() else {
                 return Err(DecodeError::InvalidField {
-                    field,
+                    field: field(),
                     reason: "must hold exactly one format element".into(),
                 });
             };
             Some(
-                only.name
+                only.name()
                     .parse::<Format>()
-                    .map_err(|reason| DecodeError::InvalidField { field, reason })?,
+                    .map_err(|reason| DecodeError::InvalidField {
+                        field: field(),
+                        reason,
+                    })?,
             )
         }
         None => None,
@@ -540,14 +543,14 @@ fn props_from_element(el: &Element, here: &str) -> Result<RtProperties, DecodeEr
         None => None,
     };
     let type_el = el.required_child("Type", here)?;
-    let type_path = join(here, "Type");
+    let type_path = here.child("Type");
     type_el.only_children(&["MIME", "DDFName"], &type_path)?;
     let node_type = match (type_el.child("MIME"), type_el.child("DDFName")) {
-        (Some(m), None) => NodeType::Mime(m.text.trim().to_string()),
-        (None, Some(d)) => NodeType::DdfName(d.text.trim().to_string()),
+        (Some(m), None) => NodeType::Mime(m.text().trim().to_string()),
+        (None, Some(d)) => NodeType::DdfName(d.text().trim().to_string()),
         _ => {
             return Err(DecodeError::InvalidField {
-                field: type_path,
+                field: type_path.to_string(),
                 reason: "must hold exactly one of MIME or DDFName".into(),
             })
         }

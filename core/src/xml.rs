@@ -6,11 +6,10 @@
 //! codecs then map that tree to structs, naming the field in every error.
 
 use std::borrow::Cow;
-use std::sync::Arc;
+use std::fmt::Display;
 
 use quick_xml::events::Event;
-use quick_xml::name::ResolveResult;
-use quick_xml::NsReader;
+use quick_xml::Reader;
 
 use crate::error::DecodeError;
 
@@ -35,43 +34,160 @@ impl Default for XmlLimits {
     }
 }
 
-/// One decoded element: namespace, local name, attributes, child elements and text.
-/// Names and text borrow from the document where they can (decoding allocates little);
-/// the namespace is shared by every element that has it.
+/// A decoded document: every element in document order in one vector (a parent before
+/// its descendants, each entry knowing where its subtree ends), so decoding allocates a
+/// few vectors per document rather than a few per element. Names and text borrow from
+/// the input where they can.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub(crate) struct Element<'a> {
-    pub ns: Option<Arc<str>>,
-    pub name: &'a str,
-    pub attrs: Vec<(String, String)>,
-    pub children: Vec<Element<'a>>,
-    /// The character data. For an element with children only its blankness is kept
-    /// (white space between children is not accumulated).
-    pub text: Cow<'a, str>,
+pub(crate) struct Document<'a> {
+    entries: Vec<Entry<'a>>,
+    attrs: Vec<(&'a str, Cow<'a, str>)>,
+    /// The namespaces in use; an entry's `ns` is an index into this, plus one.
+    namespaces: Vec<Cow<'a, str>>,
 }
 
-impl<'a> Element<'a> {
-    pub fn child(&self, name: &str) -> Option<&Element<'a>> {
-        self.children.iter().find(|c| c.name == name)
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Entry<'a> {
+    name: &'a str,
+    /// 0: no namespace; otherwise `namespaces[ns - 1]`.
+    ns: u32,
+    /// One past the last entry of this element's subtree.
+    end: u32,
+    attrs: (u32, u32),
+    has_children: bool,
+    /// The character data. For an element with children only its blankness is kept
+    /// (white space between children is not accumulated).
+    text: Cow<'a, str>,
+}
+
+impl<'a> Document<'a> {
+    /// The root element.
+    pub fn root(&self) -> Element<'_> {
+        Element { doc: self, idx: 0 }
+    }
+}
+
+/// One element of a [`Document`]: namespace, local name, attributes, child elements and
+/// text. A cheap copyable handle.
+#[derive(Clone, Copy)]
+pub(crate) struct Element<'d> {
+    doc: &'d Document<'d>,
+    idx: u32,
+}
+
+impl std::fmt::Debug for Element<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Element")
+            .field("ns", &self.ns())
+            .field("name", &self.name())
+            .field("children", &self.children().collect::<Vec<_>>())
+            .field("text", &self.text())
+            .finish()
+    }
+}
+
+/// The child elements of an element, in order.
+pub(crate) struct Children<'d> {
+    doc: &'d Document<'d>,
+    next: u32,
+    end: u32,
+}
+
+impl<'d> Iterator for Children<'d> {
+    type Item = Element<'d>;
+    fn next(&mut self) -> Option<Element<'d>> {
+        if self.next >= self.end {
+            return None;
+        }
+        let idx = self.next;
+        self.next = self.doc.entries[idx as usize].end;
+        Some(Element { doc: self.doc, idx })
+    }
+}
+
+impl<'d> Element<'d> {
+    fn entry(&self) -> &'d Entry<'d> {
+        &self.doc.entries[self.idx as usize]
     }
 
-    pub fn children_named<'s>(
-        &'s self,
-        name: &'s str,
-    ) -> impl Iterator<Item = &'s Element<'a>> + 's {
-        self.children.iter().filter(move |c| c.name == name)
+    /// The local name.
+    pub fn name(&self) -> &'d str {
+        self.entry().name
     }
 
-    pub fn attr(&self, name: &str) -> Option<&str> {
-        self.attrs
+    /// The namespace URI, if the element is in one.
+    pub fn ns(&self) -> Option<&'d str> {
+        match self.entry().ns {
+            0 => None,
+            n => Some(self.doc.namespaces[n as usize - 1].as_ref()),
+        }
+    }
+
+    /// The character data (for an element with children: empty or blank).
+    pub fn text(&self) -> &'d str {
+        self.entry().text.as_ref()
+    }
+
+    /// The attributes other than namespace declarations, as written.
+    pub fn attrs(&self) -> impl Iterator<Item = (&'d str, &'d str)> + 'd {
+        let (from, to) = self.entry().attrs;
+        self.doc.attrs[from as usize..to as usize]
             .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
+            .map(|(k, v)| (*k, v.as_ref()))
+    }
+
+    pub fn attr(&self, name: &str) -> Option<&'d str> {
+        self.attrs().find(|(k, _)| *k == name).map(|(_, v)| v)
+    }
+
+    pub fn children(&self) -> Children<'d> {
+        Children {
+            doc: self.doc,
+            next: self.idx + 1,
+            end: self.entry().end,
+        }
+    }
+
+    pub fn has_children(&self) -> bool {
+        self.entry().has_children
+    }
+
+    pub fn first_child(&self) -> Option<Element<'d>> {
+        self.children().next()
+    }
+
+    /// The only child element, when there is exactly one.
+    pub fn only_child(&self) -> Option<Element<'d>> {
+        let mut children = self.children();
+        match (children.next(), children.next()) {
+            (Some(one), None) => Some(one),
+            _ => None,
+        }
+    }
+
+    pub fn child_count(&self) -> usize {
+        self.children().count()
+    }
+
+    pub fn child(&self, name: &str) -> Option<Element<'d>> {
+        self.children().find(|c| c.name() == name)
+    }
+
+    pub fn children_named<'s>(&self, name: &'s str) -> impl Iterator<Item = Element<'d>> + 's
+    where
+        'd: 's,
+    {
+        self.children().filter(move |c| c.name() == name)
     }
 
     /// The text of a required child element, trimmed.
-    pub fn required_text(&self, name: &str, path: &str) -> Result<&str, DecodeError> {
+    pub fn required_text<P: Display + ?Sized>(
+        &self,
+        name: &str,
+        path: &P,
+    ) -> Result<&'d str, DecodeError> {
         match self.child(name) {
-            Some(c) => Ok(c.text.trim()),
+            Some(c) => Ok(c.text().trim()),
             None => Err(DecodeError::MissingField {
                 field: join(path, name),
             }),
@@ -79,39 +195,87 @@ impl<'a> Element<'a> {
     }
 
     /// The text of an optional child element, trimmed.
-    pub fn optional_text(&self, name: &str) -> Option<&str> {
-        self.child(name).map(|c| c.text.trim())
+    pub fn optional_text(&self, name: &str) -> Option<&'d str> {
+        self.child(name).map(|c| c.text().trim())
     }
 
-    pub fn required_child(&self, name: &str, path: &str) -> Result<&Element<'a>, DecodeError> {
+    pub fn required_child<P: Display + ?Sized>(
+        &self,
+        name: &str,
+        path: &P,
+    ) -> Result<Element<'d>, DecodeError> {
         self.child(name).ok_or_else(|| DecodeError::MissingField {
             field: join(path, name),
         })
     }
 
     /// Refuses any child element whose name is not in `allowed`.
-    pub fn only_children(&self, allowed: &[&str], path: &str) -> Result<(), DecodeError> {
-        for (i, c) in self.children.iter().enumerate() {
-            if !allowed.contains(&c.name) {
+    pub fn only_children<P: Display + ?Sized>(
+        &self,
+        allowed: &[&str],
+        path: &P,
+    ) -> Result<(), DecodeError> {
+        for (i, c) in self.children().enumerate() {
+            let name = c.name();
+            if !allowed.contains(&name) {
                 return Err(DecodeError::UnexpectedElement {
                     parent: path.to_string(),
-                    element: c.name.to_string(),
+                    element: name.to_string(),
                 });
             }
             // Only list elements repeat; a second scalar would be silently ignored otherwise.
-            if !REPEATABLE.contains(&c.name) && self.children[..i].iter().any(|p| p.name == c.name)
-            {
+            if !REPEATABLE.contains(&name) && self.children().take(i).any(|p| p.name() == name) {
                 return Err(DecodeError::InvalidField {
-                    field: join(path, c.name),
+                    field: join(path, name),
                     reason: "appears more than once".into(),
                 });
             }
         }
-        if !self.children.is_empty() && !is_xml_blank(&self.text) {
+        if self.has_children() && !is_xml_blank(self.text()) {
             return Err(DecodeError::InvalidField {
                 field: path.to_string(),
                 reason: "text mixed with child elements".into(),
             });
+        }
+        Ok(())
+    }
+}
+
+/// Where an element lies, for error messages: built only when an error names it, so
+/// decoding a valid document formats no paths.
+#[derive(Clone, Copy)]
+pub(crate) enum Path<'p> {
+    /// A path given as text.
+    Text(&'p str),
+    /// `parent/name`.
+    Child(&'p Path<'p>, &'p str),
+    /// `parent/name[index]` (from 1).
+    Nth(&'p Path<'p>, &'p str, usize),
+}
+
+impl<'p> Path<'p> {
+    pub fn child(&'p self, name: &'p str) -> Path<'p> {
+        Path::Child(self, name)
+    }
+
+    pub fn nth(&'p self, name: &'p str, index: usize) -> Path<'p> {
+        Path::Nth(self, name, index)
+    }
+}
+
+impl Display for Path<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (parent, name) = match self {
+            Path::Text(t) => return f.write_str(t),
+            Path::Child(p, n) | Path::Nth(p, n, _) => (p, n),
+        };
+        let prefix = parent.to_string();
+        if !prefix.is_empty() {
+            write!(f, "{prefix}/")?;
+        }
+        f.write_str(name)?;
+        if let Path::Nth(_, _, i) = self {
+            write!(f, "[{i}]")?;
         }
         Ok(())
     }
@@ -122,7 +286,8 @@ const REPEATABLE: &[&str] = &["Node", "Subtree"];
 
 /// True when `text` holds only XML white space (space, tab, CR, LF).
 pub(crate) fn is_xml_blank(text: &str) -> bool {
-    text.chars().all(|c| matches!(c, ' ' | '\t' | '\n' | '\r'))
+    text.bytes()
+        .all(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
 }
 
 /// True for characters XML 1.0 can carry (`Char` production).
@@ -135,6 +300,10 @@ pub(crate) fn is_xml_char(c: char) -> bool {
 /// bytes) and U+FFFE / U+FFFF (`EF BF BE`, `EF BF BF`).
 pub(crate) fn check_xml_text(text: &str) -> Result<(), String> {
     let bytes = text.as_bytes();
+    // Fast path, vectorised: no control byte and no byte that could start U+FFFE/U+FFFF.
+    if bytes.iter().all(|&b| b >= 0x20 && b != 0xEF) {
+        return Ok(());
+    }
     let bad = bytes.iter().enumerate().position(|(i, &b)| {
         let control = b < 0x20 && !matches!(b, b'\t' | b'\n' | b'\r');
         let nonchar = b == 0xEF
@@ -155,7 +324,8 @@ pub(crate) fn check_xml_text(text: &str) -> Result<(), String> {
 }
 
 /// `parent/child`, or `child` at the top.
-pub(crate) fn join(path: &str, name: &str) -> String {
+pub(crate) fn join<P: Display + ?Sized>(path: &P, name: &str) -> String {
+    let path = path.to_string();
     if path.is_empty() {
         name.to_string()
     } else {
@@ -170,7 +340,7 @@ fn malformed(e: impl std::fmt::Display) -> DecodeError {
 }
 
 /// `part` as a slice of `input` when it lies inside it (what quick-xml hands out when it
-/// reads from a `&str`), so the element tree can borrow it; a copy otherwise.
+/// reads from a `&str`), so the document can borrow it; a copy otherwise.
 fn reborrow<'i>(input: &'i str, part: &str) -> Cow<'i, str> {
     let start = (part.as_ptr() as usize).wrapping_sub(input.as_ptr() as usize);
     match input.get(start..start.wrapping_add(part.len())) {
@@ -179,18 +349,78 @@ fn reborrow<'i>(input: &'i str, part: &str) -> Cow<'i, str> {
     }
 }
 
+/// A name as a slice of `input` (names always lie inside the document).
+fn name_in<'i>(input: &'i str, part: &str) -> Result<&'i str, DecodeError> {
+    match reborrow(input, part) {
+        Cow::Borrowed(n) => Ok(n),
+        Cow::Owned(_) => Err(malformed("name outside the document")),
+    }
+}
+
 /// Character data with XML end-of-line handling (CR LF and lone CR become LF).
 fn text_content<'i>(input: &'i str, raw: &str) -> Cow<'i, str> {
     let text = reborrow(input, raw);
-    if text.contains('\r') {
+    if text.as_bytes().contains(&b'\r') {
         Cow::Owned(text.replace("\r\n", "\n").replace('\r', "\n"))
     } else {
         text
     }
 }
 
-/// Parses `input` into an element tree, enforcing `limits`.
-pub(crate) fn parse<'i>(input: &'i [u8], limits: &XmlLimits) -> Result<Element<'i>, DecodeError> {
+/// The XML namespace, bound to the `xml` prefix without a declaration.
+const XML_NAMESPACE: &str = "http://www.w3.org/XML/1998/namespace";
+
+/// Namespace declarations in scope while reading: prefix (`""` for the default namespace)
+/// and index into the document's namespaces (0: none, as `xmlns=""` declares).
+struct Scopes<'i> {
+    bindings: Vec<(&'i str, u32)>,
+}
+
+impl<'i> Scopes<'i> {
+    fn resolve(&self, prefix: &str) -> Option<u32> {
+        self.bindings
+            .iter()
+            .rev()
+            // Most lookups are for the default namespace: no byte comparison for those.
+            .find(|(p, _)| p.len() == prefix.len() && (prefix.is_empty() || *p == prefix))
+            .map(|(_, ns)| *ns)
+    }
+}
+
+fn intern<'i>(namespaces: &mut Vec<Cow<'i, str>>, uri: Cow<'i, str>) -> u32 {
+    match namespaces.iter().position(|n| *n == uri) {
+        Some(i) => i as u32 + 1,
+        None => {
+            namespaces.push(uri);
+            namespaces.len() as u32
+        }
+    }
+}
+
+/// An attribute value with entities resolved and white space normalised, refusing
+/// entities other than the predefined ones and characters XML cannot carry.
+fn attr_value<'i>(
+    input: &'i str,
+    attr: &quick_xml::events::attributes::Attribute<'_>,
+) -> Result<Cow<'i, str>, DecodeError> {
+    let value = attr
+        .normalized_value(quick_xml::XmlVersion::Implicit1_0)
+        .map_err(|e| match e {
+            quick_xml::Error::Escape(quick_xml::escape::EscapeError::UnrecognizedEntity(
+                _,
+                name,
+            )) => DecodeError::Entity { name },
+            other => malformed(other),
+        })?;
+    check_xml_text(&value).map_err(|reason| DecodeError::Malformed { reason })?;
+    Ok(match value {
+        Cow::Borrowed(v) => reborrow(input, v),
+        Cow::Owned(v) => Cow::Owned(v),
+    })
+}
+
+/// Parses `input` into a document, enforcing `limits`.
+pub(crate) fn parse<'i>(input: &'i [u8], limits: &XmlLimits) -> Result<Document<'i>, DecodeError> {
     if input.len() > limits.max_bytes {
         return Err(DecodeError::TooLarge {
             size: input.len(),
@@ -200,99 +430,118 @@ pub(crate) fn parse<'i>(input: &'i [u8], limits: &XmlLimits) -> Result<Element<'
     let text: &'i str = std::str::from_utf8(input).map_err(|e| DecodeError::Malformed {
         reason: format!("not UTF-8: {e}"),
     })?;
-    let mut reader = NsReader::from_str(text);
+    let mut reader = Reader::from_str(text);
     let config = reader.config_mut();
     config.check_end_names = true;
     config.expand_empty_elements = false;
 
-    let mut stack: Vec<Element<'i>> = Vec::new();
-    let mut root: Option<Element<'i>> = None;
-    let mut count = 0usize;
-    // Documents use one or two namespaces: each element shares the last one seen.
-    let mut last_ns: Option<Arc<str>> = None;
+    let mut doc = Document {
+        // About one element per 24 bytes in the protocol's documents.
+        entries: Vec::with_capacity(input.len() / 24 + 4),
+        attrs: Vec::new(),
+        namespaces: Vec::new(),
+    };
+    let mut scopes = Scopes {
+        bindings: Vec::new(),
+    };
+    // Open elements: entry index and how many bindings were in scope before it.
+    let mut open: Vec<(u32, usize)> = Vec::new();
+    let mut done = false;
     loop {
-        let (resolved, event) = reader.read_resolved_event().map_err(malformed)?;
-        let ns = match resolved {
-            ResolveResult::Bound(ns) => {
-                let uri = ns.as_ref();
-                match &last_ns {
-                    Some(last) if **last == *uri => Some(last.clone()),
-                    _ => {
-                        let shared: Arc<str> = Arc::from(uri);
-                        last_ns = Some(shared.clone());
-                        Some(shared)
-                    }
-                }
-            }
-            ResolveResult::Unbound => None,
-            ResolveResult::Unknown(prefix) => {
-                return Err(DecodeError::Malformed {
-                    reason: format!("unknown namespace prefix `{prefix}`"),
-                })
-            }
-        };
+        let event = reader.read_event().map_err(malformed)?;
         match event {
             Event::Start(ref start) | Event::Empty(ref start) => {
                 let is_empty = matches!(event, Event::Empty(_));
-                count += 1;
-                if count > limits.max_elements {
+                if doc.entries.len() >= limits.max_elements {
                     return Err(DecodeError::Malformed {
                         reason: format!("more than {} elements", limits.max_elements),
                     });
                 }
-                if stack.len() + 1 > limits.max_depth {
+                if open.len() + 1 > limits.max_depth {
                     return Err(DecodeError::TooDeep {
                         limit: limits.max_depth,
                     });
                 }
-                if root.is_some() {
+                if done {
                     return Err(malformed("content after the root element"));
                 }
-                let name = match reborrow(text, start.local_name().into_inner()) {
-                    Cow::Borrowed(n) => n,
-                    // Names always lie inside the document; never reached.
-                    Cow::Owned(_) => return Err(malformed("element name outside the document")),
-                };
-                let mut attrs = Vec::new();
+                let scope_len = scopes.bindings.len();
+                let attrs_from = doc.attrs.len() as u32;
                 for attr in start.attributes() {
                     let attr = attr.map_err(malformed)?;
-                    let key: &str = attr.key.as_ref();
-                    if key == "xmlns" || key.starts_with("xmlns:") {
-                        continue;
+                    let key = name_in(text, attr.key.into_inner())?;
+                    if key == "xmlns" {
+                        let uri = attr_value(text, &attr)?;
+                        let ns = if uri.is_empty() {
+                            0
+                        } else {
+                            intern(&mut doc.namespaces, uri)
+                        };
+                        scopes.bindings.push(("", ns));
+                    } else if let Some(prefix) = key.strip_prefix("xmlns:") {
+                        let uri = attr_value(text, &attr)?;
+                        if uri.is_empty() {
+                            return Err(malformed(format!(
+                                "namespace prefix `{prefix}` bound to no namespace"
+                            )));
+                        }
+                        scopes
+                            .bindings
+                            .push((prefix, intern(&mut doc.namespaces, uri)));
+                    } else {
+                        let value = attr_value(text, &attr)?;
+                        doc.attrs.push((key, value));
                     }
-                    let value = attr
-                        .normalized_value(quick_xml::XmlVersion::Implicit1_0)
-                        .map_err(|e| match e {
-                            quick_xml::Error::Escape(
-                                quick_xml::escape::EscapeError::UnrecognizedEntity(_, name),
-                            ) => DecodeError::Entity { name },
-                            other => malformed(other),
-                        })?;
-                    check_xml_text(&value).map_err(|reason| DecodeError::Malformed { reason })?;
-                    attrs.push((key.to_string(), value.into_owned()));
                 }
-                let element = Element {
-                    ns,
-                    name,
-                    attrs,
-                    children: Vec::new(),
-                    text: Cow::Borrowed(""),
+                let qname = name_in(text, start.name().into_inner())?;
+                let (prefix, name) = qname.split_once(':').unwrap_or(("", qname));
+                let ns = match scopes.resolve(prefix) {
+                    Some(ns) => ns,
+                    None if prefix.is_empty() => 0,
+                    None if prefix == "xml" => {
+                        intern(&mut doc.namespaces, Cow::Borrowed(XML_NAMESPACE))
+                    }
+                    None => {
+                        return Err(DecodeError::Malformed {
+                            reason: format!("unknown namespace prefix `{prefix}`"),
+                        })
+                    }
                 };
+                let idx = doc.entries.len() as u32;
+                if let Some(&(parent, _)) = open.last() {
+                    let parent = &mut doc.entries[parent as usize];
+                    // Between children only blankness matters: drop blank text kept so far.
+                    if !parent.has_children && is_xml_blank(&parent.text) {
+                        parent.text = Cow::Borrowed("");
+                    }
+                    parent.has_children = true;
+                }
+                doc.entries.push(Entry {
+                    name,
+                    ns,
+                    end: idx + 1,
+                    attrs: (attrs_from, doc.attrs.len() as u32),
+                    has_children: false,
+                    text: Cow::Borrowed(""),
+                });
                 if is_empty {
-                    attach(&mut stack, &mut root, element);
+                    scopes.bindings.truncate(scope_len);
+                    done = open.is_empty();
                 } else {
-                    stack.push(element);
+                    open.push((idx, scope_len));
                 }
             }
             Event::End(_) => {
-                let element = stack.pop().ok_or_else(|| malformed("unbalanced end tag"))?;
-                attach(&mut stack, &mut root, element);
+                let (idx, scope_len) = open.pop().ok_or_else(|| malformed("unbalanced end tag"))?;
+                scopes.bindings.truncate(scope_len);
+                doc.entries[idx as usize].end = doc.entries.len() as u32;
+                done = open.is_empty();
             }
             Event::Text(t) => {
-                push_text(&mut stack, text_content(text, &t))?;
+                push_text(&mut doc, &open, text_content(text, &t))?;
             }
             Event::CData(c) => {
-                push_text(&mut stack, reborrow(text, &c))?;
+                push_text(&mut doc, &open, reborrow(text, &c))?;
             }
             Event::GeneralRef(r) => {
                 let resolved: Cow<'i, str> = if r.is_char_ref() {
@@ -315,37 +564,35 @@ pub(crate) fn parse<'i>(input: &'i [u8], limits: &XmlLimits) -> Result<Element<'
                         }
                     }
                 };
-                push_text(&mut stack, resolved)?;
+                push_text(&mut doc, &open, resolved)?;
             }
             Event::DocType(_) => return Err(DecodeError::Doctype),
             Event::Decl(_) | Event::Comment(_) | Event::PI(_) => {}
             Event::Eof => break,
         }
     }
-    if !stack.is_empty() {
+    if !open.is_empty() {
         return Err(malformed("document ended inside an element"));
     }
-    root.ok_or_else(|| malformed("no root element"))
-}
-
-fn attach<'i>(stack: &mut [Element<'i>], root: &mut Option<Element<'i>>, element: Element<'i>) {
-    match stack.last_mut() {
-        Some(parent) => {
-            // Between children only blankness matters: drop blank text kept so far.
-            if parent.children.is_empty() && is_xml_blank(&parent.text) {
-                parent.text = Cow::Borrowed("");
-            }
-            parent.children.push(element)
-        }
-        None => *root = Some(element),
+    if doc.entries.is_empty() {
+        return Err(malformed("no root element"));
     }
+    Ok(doc)
 }
 
-fn push_text<'i>(stack: &mut [Element<'i>], content: Cow<'i, str>) -> Result<(), DecodeError> {
-    check_xml_text(&content).map_err(|reason| DecodeError::Malformed { reason })?;
-    match stack.last_mut() {
-        Some(el) => {
-            if !el.children.is_empty() && is_xml_blank(&content) {
+fn push_text<'i>(
+    doc: &mut Document<'i>,
+    open: &[(u32, usize)],
+    content: Cow<'i, str>,
+) -> Result<(), DecodeError> {
+    let blank = is_xml_blank(&content);
+    if !blank {
+        check_xml_text(&content).map_err(|reason| DecodeError::Malformed { reason })?;
+    }
+    match open.last() {
+        Some(&(idx, _)) => {
+            let el = &mut doc.entries[idx as usize];
+            if el.has_children && blank {
                 // White space between children: nothing to keep.
             } else if el.text.is_empty() {
                 el.text = content;
@@ -461,7 +708,7 @@ mod tests {
             Err(DecodeError::Entity { name: "x".into() })
         );
         let ok = parse(b"<a>&amp;&#65;&lt;</a>", &l).unwrap();
-        assert_eq!(ok.text, "&A<");
+        assert_eq!(ok.root().text(), "&A<");
     }
 
     #[test]
@@ -478,7 +725,7 @@ mod tests {
         let mut out = String::from("<a>");
         escape_into(&mut out, "x\r\ny");
         out.push_str("</a>");
-        assert_eq!(parse(out.as_bytes(), &l).unwrap().text, "x\r\ny");
+        assert_eq!(parse(out.as_bytes(), &l).unwrap().root().text(), "x\r\ny");
     }
 
     #[test]
@@ -506,8 +753,20 @@ mod tests {
     fn resolves_namespaces_and_rejects_mismatched_tags() {
         let l = XmlLimits::default();
         let e = parse(br#"<p:a xmlns:p="urn:x"><p:b>t</p:b></p:a>"#, &l).unwrap();
-        assert_eq!(e.ns.as_deref(), Some("urn:x"));
-        assert_eq!(e.children[0].text, "t");
+        assert_eq!(e.root().ns(), Some("urn:x"));
+        assert_eq!(e.root().first_child().unwrap().text(), "t");
+        assert_eq!(e.root().first_child().unwrap().ns(), Some("urn:x"));
+        assert!(matches!(
+            parse(br#"<q:a xmlns:p="urn:x"/>"#, &l),
+            Err(DecodeError::Malformed { .. })
+        ));
+        let d = parse(br#"<a xmlns="urn:x"><b xmlns=""><c/></b><d/></a>"#, &l).unwrap();
+        let names: Vec<_> = d.root().children().map(|c| (c.name(), c.ns())).collect();
+        assert_eq!(names, [("b", None), ("d", Some("urn:x"))]);
+        assert_eq!(
+            d.root().first_child().unwrap().first_child().unwrap().ns(),
+            None
+        );
         assert!(matches!(
             parse(b"<a><b></a>", &l),
             Err(DecodeError::Malformed { .. })

@@ -160,7 +160,7 @@ pub(super) fn cred_from(el: &Element, here: &str) -> R<Cred> {
     check(el, here, &["Meta", "Data"], &[])?;
     let mp = join(here, "Meta");
     let m = el.required_child("Meta", here)?;
-    let m = raw_meta(m, &mp, &["Format", "Type"])?;
+    let m = raw_meta(&m, &mp, &["Format", "Type"])?;
     let scheme = scheme(m.format.as_deref(), m.type_.as_deref(), &mp)?;
     let data = req_text(el, "Data", here)?;
     if B64.decode(data).is_err() {
@@ -176,7 +176,7 @@ pub(super) fn chal_from(el: &Element, here: &str) -> R<Chal> {
     check(el, here, &["Meta"], &[])?;
     let mp = join(here, "Meta");
     let m = raw_meta(
-        el.required_child("Meta", here)?,
+        &el.required_child("Meta", here)?,
         &mp,
         &["Format", "Type", "NextNonce"],
     )?;

@@ -136,7 +136,14 @@ pub fn client_command_from(cmd: &SyncCommand) -> R<ClientCommand> {
         (SyncCommand::Delete(_), None) => ClientCommand::Delete { uri },
         (SyncCommand::Add(_), None) => {
             let meta = item.meta.as_ref().or(c.meta.as_ref());
-            let meta_path = join(if item.meta.is_some() { &ip } else { name }, "Meta");
+            let meta_path = join(
+                if item.meta.is_some() {
+                    ip.as_str()
+                } else {
+                    name
+                },
+                "Meta",
+            );
             let meta = meta.ok_or_else(|| DecodeError::MissingField {
                 field: meta_path.clone(),
             })?;

@@ -382,7 +382,7 @@ impl SyncMessage {
     /// Decodes and validates a message under `limits`.
     pub fn from_xml_with_limits(input: &[u8], limits: &XmlLimits) -> R<SyncMessage> {
         let root = xml::parse(input, limits)?;
-        let msg = message_from(&root)?;
+        let msg = message_from(&root.root())?;
         msg.validate()?;
         Ok(msg)
     }
@@ -578,30 +578,30 @@ const COMMANDS: &[&str] = &[
 /// [`METINF_NAMESPACE`], `Meta` itself in either, the rest in [`NAMESPACE`]), only names
 /// in `repeatable` repeat, and no text beside the elements.
 fn check(el: &Element, here: &str, allowed: &[&str], repeatable: &[&str]) -> R<()> {
-    for (i, c) in el.children.iter().enumerate() {
-        if !allowed.contains(&c.name) {
+    for (i, c) in el.children().enumerate() {
+        if !allowed.contains(&c.name()) {
             return Err(DecodeError::UnexpectedElement {
                 parent: here.to_string(),
-                element: c.name.to_string(),
+                element: c.name().to_string(),
             });
         }
-        let ns = c.ns.as_deref().unwrap_or("");
-        let ok = if el.name == "Meta" {
+        let ns = c.ns().unwrap_or("");
+        let ok = if el.name() == "Meta" {
             ns == METINF_NAMESPACE
         } else {
-            ns == NAMESPACE || (c.name == "Meta" && ns == METINF_NAMESPACE)
+            ns == NAMESPACE || (c.name() == "Meta" && ns == METINF_NAMESPACE)
         };
         if !ok {
             return Err(invalid(
-                join(here, c.name),
+                join(here, c.name()),
                 format!("element in namespace `{ns}`"),
             ));
         }
-        if !repeatable.contains(&c.name) && el.children[..i].iter().any(|p| p.name == c.name) {
-            return Err(invalid(join(here, c.name), "appears more than once"));
+        if !repeatable.contains(&c.name()) && el.children().take(i).any(|p| p.name() == c.name()) {
+            return Err(invalid(join(here, c.name()), "appears more than once"));
         }
     }
-    if !is_xml_blank(&el.text) {
+    if !is_xml_blank(el.text()) {
         return Err(invalid(here, "holds text where only elements belong"));
     }
     Ok(())
@@ -611,12 +611,12 @@ fn check(el: &Element, here: &str, allowed: &[&str], repeatable: &[&str]) -> R<(
 fn raw_text<'a>(el: &'a Element, name: &str, here: &str) -> R<Option<&'a str>> {
     match el.child(name) {
         None => Ok(None),
-        Some(c) => match c.children.first() {
+        Some(c) => match c.first_child() {
             Some(g) => Err(DecodeError::UnexpectedElement {
                 parent: join(here, name),
-                element: g.name.to_string(),
+                element: g.name().to_string(),
             }),
-            None => Ok(Some(c.text.as_ref())),
+            None => Ok(Some(c.text())),
         },
     }
 }
@@ -671,7 +671,7 @@ fn loc_from(el: &Element, here: &str, with_name: bool) -> R<(String, Option<Stri
 
 fn opt_loc(el: &Element, name: &str, here: &str) -> R<Option<String>> {
     el.child(name)
-        .map(|c| loc_from(c, &join(here, name), false).map(|(uri, _)| uri))
+        .map(|c| loc_from(&c, &join(here, name), false).map(|(uri, _)| uri))
         .transpose()
 }
 
@@ -698,7 +698,7 @@ fn meta_from(parent: &Element, here: &str) -> R<Option<Meta>> {
     parent
         .child("Meta")
         .map(|m| {
-            raw_meta(m, &join(here, "Meta"), &["Format", "Type"]).map(|r| Meta {
+            raw_meta(&m, &join(here, "Meta"), &["Format", "Type"]).map(|r| Meta {
                 format: r.format,
                 type_: r.type_,
             })
@@ -707,33 +707,33 @@ fn meta_from(parent: &Element, here: &str) -> R<Option<Meta>> {
 }
 
 fn message_from(root: &Element) -> R<SyncMessage> {
-    if root.name != "SyncML" {
+    if root.name() != "SyncML" {
         return Err(DecodeError::WrongRoot {
             expected: "SyncML".into(),
-            found: root.name.to_string(),
+            found: root.name().to_string(),
         });
     }
-    if root.ns.as_deref() != Some(NAMESPACE) {
+    if root.ns() != Some(NAMESPACE) {
         return Err(DecodeError::WrongNamespace {
             expected: NAMESPACE.into(),
-            found: root.ns.as_deref().unwrap_or_default().to_string(),
+            found: root.ns().unwrap_or_default().to_string(),
         });
     }
     let here = "SyncML";
     check(root, here, &["SyncHdr", "SyncBody"], &[])?;
-    let header = header_from(root.required_child("SyncHdr", here)?)?;
+    let header = header_from(&root.required_child("SyncHdr", here)?)?;
     let body_el = root.required_child("SyncBody", here)?;
     let bp = "SyncML/SyncBody";
     let mut allowed = COMMANDS.to_vec();
     allowed.push("Final");
-    check(body_el, bp, &allowed, COMMANDS)?;
+    check(&body_el, bp, &allowed, COMMANDS)?;
     let mut body = Vec::new();
     let mut final_ = false;
     let mut index = Indexer::default();
-    for (i, c) in body_el.children.iter().enumerate() {
-        if c.name == "Final" {
-            check(c, &join(bp, "Final"), &[], &[])?;
-            if i + 1 != body_el.children.len() {
+    for (i, c) in body_el.children().enumerate() {
+        if c.name() == "Final" {
+            check(&c, &join(bp, "Final"), &[], &[])?;
+            if i + 1 != body_el.child_count() {
                 return Err(invalid(join(bp, "Final"), "must be the last element"));
             }
             final_ = true;
@@ -742,9 +742,9 @@ fn message_from(root: &Element) -> R<SyncMessage> {
         let name = COMMANDS
             .iter()
             .copied()
-            .find(|n| *n == c.name)
+            .find(|n| *n == c.name())
             .unwrap_or("Add");
-        body.push(command_from(c, &index.next(bp, name))?);
+        body.push(command_from(&c, &index.next(bp, name))?);
     }
     Ok(SyncMessage {
         header,
@@ -780,17 +780,17 @@ fn header_from(el: &Element) -> R<SyncHeader> {
         }
     }
     let (target, _) = loc_from(
-        el.required_child("Target", here)?,
+        &el.required_child("Target", here)?,
         &join(here, "Target"),
         false,
     )?;
     let (source, source_name) = loc_from(
-        el.required_child("Source", here)?,
+        &el.required_child("Source", here)?,
         &join(here, "Source"),
         true,
     )?;
     let max_msg_size = match el.child("Meta") {
-        Some(m) => raw_meta(m, &join(here, "Meta"), &["MaxMsgSize"])?.max_msg_size,
+        Some(m) => raw_meta(&m, &join(here, "Meta"), &["MaxMsgSize"])?.max_msg_size,
         None => None,
     };
     Ok(SyncHeader {
@@ -802,7 +802,7 @@ fn header_from(el: &Element) -> R<SyncHeader> {
         resp_uri: opt_string(el, "RespURI", here)?,
         cred: el
             .child("Cred")
-            .map(|c| auth::cred_from(c, &join(here, "Cred")))
+            .map(|c| auth::cred_from(&c, &join(here, "Cred")))
             .transpose()?,
         max_msg_size,
     })
@@ -821,13 +821,13 @@ fn item_from(el: &Element, here: &str) -> R<Item> {
 fn items_from(el: &Element, here: &str) -> R<Vec<Item>> {
     let mut index = Indexer::default();
     el.children_named("Item")
-        .map(|i| item_from(i, &index.next(here, "Item")))
+        .map(|i| item_from(&i, &index.next(here, "Item")))
         .collect()
 }
 
 fn command_from(el: &Element, here: &str) -> R<SyncCommand> {
     let cmd_id = req_number(el, "CmdID", here)?;
-    let cmd = match el.name {
+    let cmd = match el.name() {
         "Alert" => {
             check(el, here, &["CmdID", "Data", "Item"], &["Item"])?;
             SyncCommand::Alert(Alert {
@@ -862,7 +862,7 @@ fn command_from(el: &Element, here: &str) -> R<SyncCommand> {
                 source_ref: opt_string(el, "SourceRef", here)?,
                 chal: el
                     .child("Chal")
-                    .map(|c| auth::chal_from(c, &join(here, "Chal")))
+                    .map(|c| auth::chal_from(&c, &join(here, "Chal")))
                     .transpose()?,
                 data: req_number(el, "Data", here)?,
                 items: items_from(el, here)?,
