@@ -1324,19 +1324,6 @@ impl Cell {
     }
 }
 
-/// Set to true to report (instead of failing on) delegations hit by the Full commit-point
-/// crash (DMS-1 killed right after it deleted its own account), as while the engine had
-/// that bug; fixed, so false: every such delegation must end consistently.
-const KNOWN_BUG_FULL_COMMIT_CRASH: bool = false;
-
-fn known_bug(cell: &Cell, t: DelegationType, f: Fate) -> bool {
-    KNOWN_BUG_FULL_COMMIT_CRASH
-        && cell.kind == MessageKind::Confirm
-        && cell.victim == Victim::Receiver
-        && t == DelegationType::Full
-        && f == Fate::AfterSideEffect(2)
-}
-
 #[derive(Debug)]
 struct CellReport {
     name: String,
@@ -1554,9 +1541,8 @@ async fn a_crash_of_either_server_at_every_step_ends_every_delegation_cleanly() 
         }));
     }
     let mut violations = Vec::new();
-    let mut known = Vec::new();
     let mut totals: BTreeMap<Fate, (usize, usize)> = BTreeMap::new();
-    for (cell, t) in cells.iter().zip(tasks) {
+    for t in tasks {
         let r = t.await.expect("cell task");
         eprintln!(
             "{:<16} {:>5} ms  {}",
@@ -1573,27 +1559,13 @@ async fn a_crash_of_either_server_at_every_step_ends_every_delegation_cleanly() 
             t.0 += c;
             t.1 += x;
         }
-        for (i, v) in r.violations {
-            match i.map(|i| cell.delegations[i]) {
-                Some((t, f)) if known_bug(cell, t, f) => known.push(v),
-                _ => violations.push(v),
-            }
-        }
+        violations.extend(r.violations.into_iter().map(|(_, v)| v));
     }
     eprintln!(
         "{} cells × {BATCH} delegations in {:?}; per fate (completed, failed): {totals:?}",
         cells.len(),
         started.elapsed()
     );
-    if !known.is_empty() {
-        eprintln!(
-            "KNOWN BUG (Full commit point), {} findings:\n{}",
-            known.len(),
-            known.join("\n")
-        );
-    } else if KNOWN_BUG_FULL_COMMIT_CRASH {
-        eprintln!("the known bug no longer shows: set KNOWN_BUG_FULL_COMMIT_CRASH to false");
-    }
     assert!(
         violations.is_empty(),
         "{} violations:\n{}",
