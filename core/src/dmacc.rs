@@ -299,9 +299,10 @@ impl DmAcc {
         }
         let server_id = fields.required("ServerID", &here)?;
         let mut addresses = Vec::new();
+        let addr_path = here.child("AppAddr");
         if let Some(list) = fields.take("AppAddr") {
             for a in list.children {
-                let base = format!("{here}/AppAddr/{}", a.name);
+                let base = addr_path.child(&a.name);
                 let mut a = Fields::new(a.children);
                 let addr_type = match a.text("AddrType", &base)? {
                     Some(t) => t
@@ -312,7 +313,8 @@ impl DmAcc {
                 let mut ports = Vec::new();
                 if let Some(pl) = a.take("Port") {
                     for p in pl.children {
-                        let pbase = format!("{base}/Port/{}", p.name);
+                        let port_path = base.child("Port");
+                        let pbase = port_path.child(&p.name);
                         let nbr = Fields::new(p.children).required("PortNbr", &pbase)?;
                         ports.push(
                             nbr.parse::<u16>()
@@ -328,9 +330,10 @@ impl DmAcc {
             }
         }
         let mut auths = Vec::new();
+        let auth_path = here.child("AppAuth");
         if let Some(list) = fields.take("AppAuth") {
             for a in list.children {
-                let base = format!("{here}/AppAuth/{}", a.name);
+                let base = auth_path.child(&a.name);
                 let mut a = Fields::new(a.children);
                 auths.push(AppAuth {
                     level: a

@@ -269,9 +269,8 @@ impl Display for Path<'_> {
             Path::Text(t) => return f.write_str(t),
             Path::Child(p, n) | Path::Nth(p, n, _) => (p, n),
         };
-        let prefix = parent.to_string();
-        if !prefix.is_empty() {
-            write!(f, "{prefix}/")?;
+        if !matches!(parent, Path::Text("")) {
+            write!(f, "{parent}/")?;
         }
         f.write_str(name)?;
         if let Path::Nth(_, _, i) = self {
@@ -325,12 +324,15 @@ pub(crate) fn check_xml_text(text: &str) -> Result<(), String> {
 
 /// `parent/child`, or `child` at the top.
 pub(crate) fn join<P: Display + ?Sized>(path: &P, name: &str) -> String {
-    let path = path.to_string();
-    if path.is_empty() {
-        name.to_string()
-    } else {
-        format!("{path}/{name}")
+    use std::fmt::Write;
+    // One allocation: the path is formatted straight into the result.
+    let mut out = String::new();
+    let _ = write!(out, "{path}");
+    if !out.is_empty() {
+        out.push('/');
     }
+    out.push_str(name);
+    out
 }
 
 fn malformed(e: impl std::fmt::Display) -> DecodeError {
