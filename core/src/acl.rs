@@ -99,6 +99,11 @@ pub struct Acl {
     entries: Vec<(AclCommand, Grantees)>,
 }
 
+/// The empty ACL, for borrowing where a node has none.
+pub(crate) static EMPTY_ACL: Acl = Acl {
+    entries: Vec::new(),
+};
+
 impl Acl {
     /// The empty ACL (inherits from the nearest ancestor).
     pub fn empty() -> Self {

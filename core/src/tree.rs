@@ -186,10 +186,15 @@ impl Node {
 
     /// The node's own ACL, empty when it inherits.
     pub fn acl(&self) -> Acl {
+        self.own_acl().clone()
+    }
+
+    /// The node's own ACL, borrowed; empty when it inherits.
+    pub fn own_acl(&self) -> &Acl {
         self.props
             .as_ref()
-            .and_then(|p| p.acl.clone())
-            .unwrap_or_default()
+            .and_then(|p| p.acl.as_ref())
+            .unwrap_or(&crate::acl::EMPTY_ACL)
     }
 
     /// Sets (or clears, with an empty ACL) the node's own ACL.

@@ -19,6 +19,8 @@
 //! is journaled a failure or a restart finishes the delegation instead of rolling it back,
 //! unless the device shows the account still there (`Inner::check_commit`).
 
+use std::sync::Arc;
+
 use crate::acl::{Acl, AclCommand};
 use crate::error::{Error, Result};
 use crate::message::{DelegatedSubtree, DelegationType};
@@ -114,17 +116,17 @@ impl Inner {
         inverse: Option<ClientCommand>,
         finalizing: bool,
     ) -> Result<()> {
-        rec.journal.push(JournalEntry {
+        rec.journal.push(Arc::new(JournalEntry {
             command: command.clone(),
             inverse,
             status: JournalStatus::Pending,
             finalizing,
-        });
+        }));
         self.save(rec).await?;
         match self.host.execute(&rec.info.device, &command).await {
             Ok(_) => {
                 if let Some(last) = rec.journal.last_mut() {
-                    last.status = JournalStatus::Applied;
+                    Arc::make_mut(last).status = JournalStatus::Applied;
                 }
                 Ok(())
             }
@@ -303,11 +305,11 @@ impl Inner {
             let (old, base) = if uri == s.uri {
                 (root_own.clone(), root_base.clone())
             } else {
-                let own = node.acl();
+                let own = node.own_acl();
                 if own.is_empty() {
                     return;
                 }
-                (own.clone(), own)
+                (own.clone(), own.clone())
             };
             let mut new = base.clone();
             for cmd in grants(&base) {
@@ -466,7 +468,7 @@ impl Inner {
         match (gone.is_empty(), there) {
             (false, 0) => {
                 for i in gone {
-                    rec.journal[i].status = JournalStatus::Applied;
+                    Arc::make_mut(&mut rec.journal[i]).status = JournalStatus::Applied;
                 }
                 Commit::Done
             }
@@ -507,7 +509,7 @@ impl Inner {
                 _ => false,
             };
             if undone {
-                rec.journal[i].status = JournalStatus::Undone;
+                Arc::make_mut(&mut rec.journal[i]).status = JournalStatus::Undone;
                 if let Err(e) = self.save(rec).await {
                     // Rollback goes on (the device must be restored), but a store that
                     // cannot record progress means a crash now would replay inverses.

@@ -1,6 +1,7 @@
 //! Session states, the transition table, and the persisted session record.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -194,8 +195,10 @@ pub struct SessionRecord {
     pub preexisting_peer_accounts: Option<Vec<String>>,
     /// DMS-1: URIs of nodes to delete when finalizing (marker and trigger nodes).
     pub cleanup: Vec<String>,
-    /// DMS-1: the rollback journal.
-    pub journal: Vec<JournalEntry>,
+    /// DMS-1: the rollback journal. Entries are shared, not copied: the engine saves the
+    /// record before every client operation, and an in-memory store keeps a copy each time
+    /// (serialized, an entry is the entry itself).
+    pub journal: Vec<Arc<JournalEntry>>,
     /// Why the session failed or was refused.
     pub reason: Option<Reason>,
     /// States entered, with times.
@@ -233,7 +236,7 @@ impl SessionRecord {
     /// cannot tell, leaves it for an operator) and never rolls it back or tells the peer
     /// to roll back, unless the device shows the operation did not happen.
     pub fn past_commit_point(&self) -> bool {
-        self.role == Role::Delegating && self.journal.iter().any(JournalEntry::commits)
+        self.role == Role::Delegating && self.journal.iter().any(|j| j.commits())
     }
 
     /// True when the session ended in failure (rolled back, or not completely) at or

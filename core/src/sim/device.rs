@@ -378,12 +378,12 @@ fn accounts_of(root: &Node, server_id: &str) -> Vec<String> {
 }
 
 /// The effective ACL at `segs`: the nearest non-empty one on the path from the root.
-fn effective(root: &Node, segs: &[&str]) -> Option<Acl> {
+fn effective<'t>(root: &'t Node, segs: &[&str]) -> Option<&'t Acl> {
     let mut node = root;
-    let mut acl = root.acl();
+    let mut acl = root.own_acl();
     for s in segs {
         node = node.child(s)?;
-        let own = node.acl();
+        let own = node.own_acl();
         if !own.is_empty() {
             acl = own;
         }
@@ -412,12 +412,16 @@ fn find_trigger(root: &Node, added: &str) -> Option<BootstrapTrigger> {
 
 /// Strips values the requester may not read: all of them unless asked, and always the
 /// "No Get" secrets of accounts.
-fn redact(node: &mut Node, values: bool) {
-    if !values || matches!(node.name.as_str(), "AAuthSecret" | "AAuthData") {
-        node.value = None;
-    }
-    for c in node.children.iter_mut() {
-        redact(c, values);
+/// A copy of `node` without what the requester may not read (built redacted, so secrets
+/// and unwanted values are never copied).
+fn redacted(node: &Node, values: bool) -> Node {
+    let keep = values && !matches!(node.name.as_str(), "AAuthSecret" | "AAuthData");
+    Node {
+        name: node.name.clone(),
+        path: node.path.clone(),
+        props: node.props.clone(),
+        children: node.children.iter().map(|c| redacted(c, values)).collect(),
+        value: if keep { node.value.clone() } else { None },
     }
 }
 
@@ -429,7 +433,7 @@ fn execute_locked(
     if !st.reachable {
         return Err(deny(status::UNREACHABLE, "device unreachable"));
     }
-    if cmd.is_write() {
+    if cmd.is_write() && !st.faults.is_empty() {
         let text = cmd.to_string();
         if let Some(i) = st
             .faults
@@ -445,17 +449,21 @@ fn execute_locked(
         }
     }
     let uri = cmd.uri();
-    let need =
-        |st: &DeviceState, segs: &[&str], c: AclCommand, what: &str| -> Result<(), DeviceError> {
-            match effective(&st.root, segs) {
-                Some(a) if a.permits(c, server) => Ok(()),
-                Some(_) => Err(deny(
-                    status::PERMISSION_DENIED,
-                    format!("{what} denied to {server}"),
-                )),
-                None => Err(deny(status::NOT_FOUND, format!("{what}: not found"))),
-            }
-        };
+    // `what` names the operation in the error; only formatted when there is one.
+    let need = |st: &DeviceState,
+                segs: &[&str],
+                c: AclCommand,
+                what: &dyn Fn() -> String|
+     -> Result<(), DeviceError> {
+        match effective(&st.root, segs) {
+            Some(a) if a.permits(c, server) => Ok(()),
+            Some(_) => Err(deny(
+                status::PERMISSION_DENIED,
+                format!("{} denied to {server}", what()),
+            )),
+            None => Err(deny(status::NOT_FOUND, format!("{}: not found", what()))),
+        }
+    };
     match cmd {
         ClientCommand::GetTree { uri, values } => {
             let segs = segments(uri)?;
@@ -463,10 +471,8 @@ fn execute_locked(
                 .root
                 .descendant(&segs)
                 .ok_or_else(|| deny(status::NOT_FOUND, format!("{uri} not found")))?;
-            need(st, &segs, AclCommand::Get, &format!("Get {uri}"))?;
-            let mut copy = node.clone();
-            redact(&mut copy, *values);
-            Ok(CommandOutput::Tree(copy))
+            need(st, &segs, AclCommand::Get, &|| format!("Get {uri}"))?;
+            Ok(CommandOutput::Tree(redacted(node, *values)))
         }
         ClientCommand::GetAcl { uri } => {
             let segs = segments(uri)?;
@@ -475,7 +481,9 @@ fn execute_locked(
                 .descendant(&segs)
                 .ok_or_else(|| deny(status::NOT_FOUND, format!("{uri} not found")))?;
             let own = node.acl();
-            need(st, &segs, AclCommand::Get, &format!("Get {uri}?prop=ACL"))?;
+            need(st, &segs, AclCommand::Get, &|| {
+                format!("Get {uri}?prop=ACL")
+            })?;
             Ok(CommandOutput::Acl(own))
         }
         ClientCommand::Add { parent, node } => {
@@ -493,7 +501,7 @@ fn execute_locked(
                     format!("{uri} already exists"),
                 ));
             }
-            need(st, &segs, AclCommand::Add, &format!("Add {uri}"))?;
+            need(st, &segs, AclCommand::Add, &|| format!("Add {uri}"))?;
             let mut node = node.clone();
             node.path = None;
             st.root
@@ -518,12 +526,9 @@ fn execute_locked(
             } else {
                 &segs
             };
-            need(
-                st,
-                check,
-                AclCommand::Replace,
-                &format!("Replace {uri}?prop=ACL"),
-            )?;
+            need(st, check, AclCommand::Replace, &|| {
+                format!("Replace {uri}?prop=ACL")
+            })?;
             st.root
                 .descendant_mut(&segs)
                 .expect("checked")
@@ -538,7 +543,7 @@ fn execute_locked(
             if st.root.descendant(&segs).is_none() {
                 return Err(deny(status::NOT_FOUND, format!("{uri} not found")));
             }
-            need(st, &segs, AclCommand::Delete, &format!("Delete {uri}"))?;
+            need(st, &segs, AclCommand::Delete, &|| format!("Delete {uri}"))?;
             let (name, parent_segs) = segs.split_last().expect("non-empty");
             let parent = st.root.descendant_mut(parent_segs).expect("parent exists");
             let removed = parent
