@@ -245,9 +245,22 @@ impl Node {
 
     /// Visits this node and every descendant with its URI, depth first, parents first.
     pub fn walk<'a>(&'a self, uri: &str, visit: &mut impl FnMut(&str, &'a Node)) {
+        let mut buf = String::with_capacity(uri.len() + 64);
+        buf.push_str(uri);
+        self.walk_in(&mut buf, visit);
+    }
+
+    // One URI buffer for the whole walk: each child appends its segment, then truncates.
+    fn walk_in<'a>(&'a self, uri: &mut String, visit: &mut impl FnMut(&str, &'a Node)) {
         visit(uri, self);
         for c in &self.children {
-            c.walk(&child_uri(uri, &c.name), visit);
+            let len = uri.len();
+            if len > 0 {
+                uri.push('/');
+            }
+            uri.push_str(&c.name);
+            c.walk_in(uri, visit);
+            uri.truncate(len);
         }
     }
 }

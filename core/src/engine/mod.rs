@@ -711,7 +711,7 @@ impl Inner {
             (PolicyDecision::Accept, Role::Delegated) => {
                 match self.our_account(&rec.info.device).await {
                     Ok(acc) => {
-                        rec.account = Some(acc);
+                        rec.account = Some(Arc::new(acc));
                         PolicyDecision::Accept
                     }
                     Err(e) => PolicyDecision::Reject(Reason::new(e.reason(), e.to_string())),
@@ -767,7 +767,11 @@ impl Inner {
 
     /// DMS-2: DELEGATION_START and the matching wait.
     fn start_message(&self, rec: &mut SessionRecord) -> Message {
-        let acc = rec.account.clone().expect("account fetched before START");
+        let acc = crate::DmAcc::clone(
+            rec.account
+                .as_deref()
+                .expect("account fetched before START"),
+        );
         let msg = self.outgoing(rec, Body::Start(acc));
         let t = self.config.timeouts;
         if rec.method.uses_bootstrap() {
@@ -875,7 +879,7 @@ impl Inner {
             }
             (Role::Delegated, Body::Ack) => {
                 let acc = self.our_account(&rec.info.device).await?;
-                rec.account = Some(acc);
+                rec.account = Some(Arc::new(acc));
                 Ok(vec![self.start_message(rec)])
             }
             (_, Body::Nack(reason)) => {
@@ -899,7 +903,7 @@ impl Inner {
                         ),
                     });
                 }
-                rec.account = Some(acc.clone());
+                rec.account = Some(Arc::new(acc.clone()));
                 if rec.method.uses_bootstrap() {
                     let m = self.outgoing(rec, Body::BootstrapUrlRequest);
                     self.enter(rec, State::AwaitingBootstrapUrl, Some(t.response));

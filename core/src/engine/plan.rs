@@ -116,14 +116,15 @@ impl Inner {
         inverse: Option<ClientCommand>,
         finalizing: bool,
     ) -> Result<()> {
-        rec.journal.push(Arc::new(JournalEntry {
-            command: command.clone(),
+        let entry = Arc::new(JournalEntry {
+            command,
             inverse,
             status: JournalStatus::Pending,
             finalizing,
-        }));
+        });
+        rec.journal.push(entry.clone());
         self.save(rec).await?;
-        match self.host.execute(&rec.info.device, &command).await {
+        match self.host.execute(&rec.info.device, &entry.command).await {
             Ok(_) => {
                 if let Some(last) = rec.journal.last_mut() {
                     Arc::make_mut(last).status = JournalStatus::Applied;
@@ -142,7 +143,7 @@ impl Inner {
                 }
                 Err(Error::Device {
                     status: e.status,
-                    command: command.to_string(),
+                    command: entry.command.to_string(),
                     message: e.message,
                 })
             }

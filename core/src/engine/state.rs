@@ -184,7 +184,7 @@ pub struct SessionRecord {
     /// When the current wait ends.
     pub deadline: Option<Timestamp>,
     /// DMS-2's account (DMS-1: from START; DMS-2: its own). Dropped when purged.
-    pub account: Option<DmAcc>,
+    pub account: Option<Arc<DmAcc>>,
     /// Methods 3/4: DMS-2's Bootstrap Server URL.
     pub bootstrap_url: Option<String>,
     /// DMS-1: node name DMS-2's account got (Methods 1/2), when DMS-1 installed it.
