@@ -94,6 +94,8 @@ pub async fn start(devices: usize, route_devices: bool) -> Pair {
     let list: Vec<Arc<SimDevice>> = (0..devices)
         .map(|i| {
             let d = Arc::new(SimDevice::new(device_info(i)));
+            // Like `Quiet`: no log that grows with every command of every run.
+            d.set_logging(false);
             provision_sample_tree(&d, &acc1);
             host1.add_device(d.clone());
             host2.add_device(d.clone());

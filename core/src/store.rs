@@ -83,7 +83,15 @@ pub trait SessionStore: Send + Sync {
 /// A store in memory: fast, and gone with the process.
 #[derive(Debug, Default)]
 pub struct MemoryStore {
-    records: Mutex<HashMap<String, SessionRecord>>,
+    records: Mutex<Records>,
+}
+
+/// The records, and which sessions each device has (what every new delegation's
+/// one-per-device check asks; a scan of every record would make it linear in the store).
+#[derive(Debug, Default)]
+struct Records {
+    by_id: HashMap<String, SessionRecord>,
+    by_device: HashMap<String, Vec<String>>,
 }
 
 impl MemoryStore {
@@ -94,11 +102,17 @@ impl MemoryStore {
 
     /// Copies of the records `keep` selects.
     fn cloned_where(&self, keep: impl Fn(&SessionRecord) -> bool) -> Vec<SessionRecord> {
-        self.map().values().filter(|r| keep(r)).cloned().collect()
+        self.map()
+            .by_id
+            .values()
+            .filter(|r| keep(r))
+            .cloned()
+            .collect()
     }
 
-    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, SessionRecord>> {
-        // A panic elsewhere cannot leave a half-written record: records are replaced whole.
+    fn map(&self) -> std::sync::MutexGuard<'_, Records> {
+        // A panic elsewhere cannot leave a half-written record: records are replaced whole,
+        // and the device index is updated before the guard is released.
         self.records.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
@@ -106,12 +120,26 @@ impl MemoryStore {
 #[async_trait]
 impl SessionStore for MemoryStore {
     async fn save(&self, record: &SessionRecord) -> Result<(), StoreError> {
-        self.map().insert(record.session_id.clone(), record.clone());
+        let mut m = self.map();
+        let device = &record.info.device.device_id;
+        match m.by_id.get_mut(&record.session_id) {
+            Some(old) if &old.info.device.device_id == device => old.clone_from(record),
+            _ => {
+                let old = m.by_id.insert(record.session_id.clone(), record.clone());
+                if let Some(old) = old {
+                    m.unindex(&old);
+                }
+                m.by_device
+                    .entry(device.clone())
+                    .or_default()
+                    .push(record.session_id.clone());
+            }
+        }
         Ok(())
     }
 
     async fn load(&self, session_id: &str) -> Result<Option<SessionRecord>, StoreError> {
-        Ok(self.map().get(session_id).cloned())
+        Ok(self.map().by_id.get(session_id).cloned())
     }
 
     async fn list(&self) -> Result<Vec<SessionRecord>, StoreError> {
@@ -119,7 +147,10 @@ impl SessionStore for MemoryStore {
     }
 
     async fn remove(&self, session_id: &str) -> Result<(), StoreError> {
-        self.map().remove(session_id);
+        let mut m = self.map();
+        if let Some(old) = m.by_id.remove(session_id) {
+            m.unindex(&old);
+        }
         Ok(())
     }
 
@@ -141,6 +172,102 @@ impl SessionStore for MemoryStore {
         &self,
         device_id: &str,
     ) -> Result<Vec<SessionRecord>, StoreError> {
-        Ok(self.cloned_where(|r| r.is_active() && r.info.device.device_id == device_id))
+        let m = self.map();
+        let ids = m.by_device.get(device_id).map(Vec::as_slice).unwrap_or(&[]);
+        Ok(ids
+            .iter()
+            .filter_map(|id| m.by_id.get(id))
+            .filter(|r| r.is_active())
+            .cloned()
+            .collect())
+    }
+}
+
+impl Records {
+    /// Drops `old` from the device index.
+    fn unindex(&mut self, old: &SessionRecord) {
+        let device = &old.info.device.device_id;
+        if let Some(ids) = self.by_device.get_mut(device) {
+            ids.retain(|id| id != &old.session_id);
+            if ids.is_empty() {
+                self.by_device.remove(device);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::{DelegationInfo, DelegationType, DeviceInfo, Method};
+    use crate::{Role, State};
+
+    fn record(id: &str, device: &str) -> SessionRecord {
+        SessionRecord::new(
+            id.into(),
+            Role::Delegating,
+            Method::DelegatingInitiates,
+            DelegationType::Full,
+            "dms2".into(),
+            DelegationInfo {
+                device: DeviceInfo {
+                    device_id: device.into(),
+                    manufacturer: "Acme".into(),
+                    model: "X".into(),
+                },
+                subtrees: Vec::new(),
+            },
+            None,
+            Timestamp(0),
+        )
+    }
+
+    fn ids(records: Vec<SessionRecord>) -> Vec<String> {
+        let mut ids: Vec<String> = records.into_iter().map(|r| r.session_id).collect();
+        ids.sort();
+        ids
+    }
+
+    async fn active_for(store: &MemoryStore, device: &str) -> Vec<String> {
+        ids(store.list_active_for_device(device).await.expect("memory"))
+    }
+
+    #[tokio::test]
+    async fn device_lookup_sees_saves_state_changes_and_removals() {
+        let store = MemoryStore::new();
+        store.save(&record("s1", "IMEI:1")).await.unwrap();
+        store.save(&record("s2", "IMEI:1")).await.unwrap();
+        store.save(&record("s3", "IMEI:2")).await.unwrap();
+        assert_eq!(active_for(&store, "IMEI:1").await, ["s1", "s2"]);
+        assert_eq!(active_for(&store, "IMEI:2").await, ["s3"]);
+        assert!(active_for(&store, "IMEI:3").await.is_empty());
+
+        // Saving again replaces the record and keeps one index entry.
+        let mut done = record("s1", "IMEI:1");
+        done.state = State::Completed;
+        store.save(&done).await.unwrap();
+        store.save(&done).await.unwrap();
+        assert_eq!(active_for(&store, "IMEI:1").await, ["s2"]);
+        assert_eq!(store.load("s1").await.unwrap(), Some(done));
+
+        store.remove("s2").await.unwrap();
+        store.remove("s2").await.unwrap();
+        assert!(active_for(&store, "IMEI:1").await.is_empty());
+        assert_eq!(ids(store.list().await.unwrap()), ["s1", "s3"]);
+    }
+
+    #[tokio::test]
+    async fn a_record_saved_under_another_device_moves_in_the_index() {
+        let store = MemoryStore::new();
+        store.save(&record("s1", "IMEI:1")).await.unwrap();
+        store.save(&record("s1", "IMEI:2")).await.unwrap();
+        assert!(active_for(&store, "IMEI:1").await.is_empty());
+        assert_eq!(active_for(&store, "IMEI:2").await, ["s1"]);
+        store.remove("s1").await.unwrap();
+        assert!(active_for(&store, "IMEI:2").await.is_empty());
+        assert!(
+            store.map().by_device.is_empty(),
+            "no empty index entries left"
+        );
     }
 }

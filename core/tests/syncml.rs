@@ -423,3 +423,24 @@ proptest! {
         }));
     }
 }
+
+#[test]
+fn the_device_log_records_every_command_until_it_is_turned_off() {
+    let d = SimDevice::new(DeviceInfo {
+        device_id: DEVICE.into(),
+        manufacturer: "Acme".into(),
+        model: "R1".into(),
+    });
+    let get = ClientCommand::GetAcl {
+        uri: "./DMAcc".into(),
+    };
+    d.execute("dms1", &get).unwrap();
+    assert_eq!(d.log(), ["dms1: Get ./DMAcc?prop=ACL -> 200"]);
+    d.set_logging(false);
+    d.execute("dms1", &get).unwrap();
+    assert_eq!(d.log().len(), 1, "nothing logged while off: {:?}", d.log());
+    d.set_logging(true);
+    let _ = d.execute("dms2", &ClientCommand::Delete { uri: ".".into() });
+    assert_eq!(d.log().len(), 2);
+    assert!(d.log()[1].ends_with("-> 405"), "{:?}", d.log());
+}

@@ -116,18 +116,18 @@ impl Inner {
         inverse: Option<ClientCommand>,
         finalizing: bool,
     ) -> Result<()> {
-        let entry = Arc::new(JournalEntry {
-            command,
-            inverse,
+        let command = Arc::new(command);
+        rec.journal.push(JournalEntry {
+            command: command.clone(),
+            inverse: inverse.map(Arc::new),
             status: JournalStatus::Pending,
             finalizing,
         });
-        rec.journal.push(entry.clone());
         self.save(rec).await?;
-        match self.host.execute(&rec.info.device, &entry.command).await {
+        match self.host.execute(&rec.info.device, &command).await {
             Ok(_) => {
                 if let Some(last) = rec.journal.last_mut() {
-                    Arc::make_mut(last).status = JournalStatus::Applied;
+                    last.status = JournalStatus::Applied;
                 }
                 Ok(())
             }
@@ -143,7 +143,7 @@ impl Inner {
                 }
                 Err(Error::Device {
                     status: e.status,
-                    command: entry.command.to_string(),
+                    command: command.to_string(),
                     message: e.message,
                 })
             }
@@ -450,7 +450,7 @@ impl Inner {
             if !entry.commits() {
                 continue;
             }
-            let ClientCommand::Delete { uri } = &entry.command else {
+            let ClientCommand::Delete { uri } = &*entry.command else {
                 unknown.push(format!(
                     "{}: not a Delete, cannot be checked",
                     entry.command
@@ -469,7 +469,7 @@ impl Inner {
         match (gone.is_empty(), there) {
             (false, 0) => {
                 for i in gone {
-                    Arc::make_mut(&mut rec.journal[i]).status = JournalStatus::Applied;
+                    rec.journal[i].status = JournalStatus::Applied;
                 }
                 Commit::Done
             }
@@ -499,7 +499,7 @@ impl Inner {
             };
             let outcome = self.host.execute(&rec.info.device, &inverse).await;
             let pending = entry.status == JournalStatus::Pending;
-            let undone = match (&outcome, &inverse) {
+            let undone = match (&outcome, &*inverse) {
                 (Ok(_), _) => true,
                 // Already gone: the write never happened, or the client removed it.
                 (Err(e), ClientCommand::Delete { .. }) => e.status == status::NOT_FOUND,
@@ -510,7 +510,7 @@ impl Inner {
                 _ => false,
             };
             if undone {
-                Arc::make_mut(&mut rec.journal[i]).status = JournalStatus::Undone;
+                rec.journal[i].status = JournalStatus::Undone;
                 if let Err(e) = self.save(rec).await {
                     // Rollback goes on (the device must be restored), but a store that
                     // cannot record progress means a crash now would replay inverses.

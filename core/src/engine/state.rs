@@ -131,10 +131,12 @@ pub enum JournalStatus {
 /// One client operation and its exact inverse, journaled before it is applied.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JournalEntry {
-    /// The operation.
-    pub command: ClientCommand,
+    /// The operation. The commands are shared, not copied: the engine saves the record
+    /// before every client operation, and an in-memory store keeps a copy each time
+    /// (serialized, a shared command is the command itself).
+    pub command: Arc<ClientCommand>,
     /// What undoes it; `None` only for the final, committing delete of DMS-1's account.
-    pub inverse: Option<ClientCommand>,
+    pub inverse: Option<Arc<ClientCommand>>,
     /// Progress.
     pub status: JournalStatus,
     /// True for entries made while finalizing (dropped when a temporary delegation is kept).
@@ -195,10 +197,8 @@ pub struct SessionRecord {
     pub preexisting_peer_accounts: Option<Vec<String>>,
     /// DMS-1: URIs of nodes to delete when finalizing (marker and trigger nodes).
     pub cleanup: Vec<String>,
-    /// DMS-1: the rollback journal. Entries are shared, not copied: the engine saves the
-    /// record before every client operation, and an in-memory store keeps a copy each time
-    /// (serialized, an entry is the entry itself).
-    pub journal: Vec<Arc<JournalEntry>>,
+    /// DMS-1: the rollback journal.
+    pub journal: Vec<JournalEntry>,
     /// Why the session failed or was refused.
     pub reason: Option<Reason>,
     /// States entered, with times.
@@ -236,7 +236,7 @@ impl SessionRecord {
     /// cannot tell, leaves it for an operator) and never rolls it back or tells the peer
     /// to roll back, unless the device shows the operation did not happen.
     pub fn past_commit_point(&self) -> bool {
-        self.role == Role::Delegating && self.journal.iter().any(|j| j.commits())
+        self.role == Role::Delegating && self.journal.iter().any(JournalEntry::commits)
     }
 
     /// True when the session ended in failure (rolled back, or not completely) at or

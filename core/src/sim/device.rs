@@ -41,6 +41,8 @@ struct DeviceState {
     reachable: bool,
     faults: Vec<DeviceFault>,
     log: Vec<String>,
+    /// Whether commands are added to `log` (a long run can turn it off: it only grows).
+    logging: bool,
     sessions: Vec<String>,
     on_trigger: Option<TriggerHook>,
     /// Triggers already acted on: a device bootstraps once per trigger.
@@ -97,6 +99,7 @@ impl SimDevice {
                 reachable: true,
                 faults: Vec::new(),
                 log: Vec::new(),
+                logging: true,
                 sessions: Vec::new(),
                 on_trigger: None,
                 fired: Vec::new(),
@@ -165,7 +168,13 @@ impl SimDevice {
         self.lock().on_trigger = Some(hook);
     }
 
-    /// Every command executed so far, as `server: command -> status`.
+    /// Turns the command log on (the default) or off. A benchmark or soak test running
+    /// thousands of delegations turns it off: the log grows with every command.
+    pub fn set_logging(&self, on: bool) {
+        self.lock().logging = on;
+    }
+
+    /// Every command executed so far, as `server: command -> status` (while logging is on).
     pub fn log(&self) -> Vec<String> {
         self.lock().log.clone()
     }
@@ -325,7 +334,9 @@ impl SimDevice {
             p.children.push(node);
         }
         let id = st.info.device_id.clone();
-        st.log.push(format!("bootstrap -> {id}: installed"));
+        if st.logging {
+            st.log.push(format!("bootstrap -> {id}: installed"));
+        }
         Ok(())
     }
 
@@ -342,7 +353,9 @@ impl SimDevice {
                 Ok(_) => status::OK,
                 Err(e) => e.status,
             };
-            st.log.push(format!("{server_id}: {cmd} -> {code}"));
+            if st.logging {
+                st.log.push(format!("{server_id}: {cmd} -> {code}"));
+            }
             let trigger = match (&result, cmd) {
                 (Ok(_), ClientCommand::Add { .. }) => {
                     find_trigger(&st.root, &cmd.uri()).filter(|t| !st.fired.contains(&t.uri))
