@@ -97,7 +97,11 @@ struct Args {
     json: bool,
 }
 
-fn args() -> Args {
+const USAGE: &str = "usage: dmdelegate-bench [all|delegations|codec|inflight] [--n N] [--concurrency C] [--inflight K] [--json]
+       dmdelegate-bench ffi-baseline [--iterations N] [--rounds R] [--vectors DIR] [--encoded-dir DIR] [--json]";
+
+/// The command line, or what is wrong with it.
+fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
     let mut a = Args {
         what: "all".into(),
         n: 2000,
@@ -109,39 +113,45 @@ fn args() -> Args {
         encoded_dir: None,
         json: false,
     };
-    let mut it = std::env::args().skip(1);
+    fn value(it: &mut impl Iterator<Item = String>, name: &str) -> Result<String, String> {
+        it.next().ok_or_else(|| format!("{name} needs a value"))
+    }
+    fn number(it: &mut impl Iterator<Item = String>, name: &str) -> Result<usize, String> {
+        let v = value(it, name)?;
+        v.parse()
+            .map_err(|_| format!("{name} needs a whole number, not `{v}`"))
+    }
     while let Some(arg) = it.next() {
-        let mut number = |name: &str| -> usize {
-            it.next()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or_else(|| panic!("{name} needs a number"))
-        };
+        let it = &mut it;
         match arg.as_str() {
-            "--n" => a.n = number("--n"),
-            "--concurrency" => a.concurrency = number("--concurrency"),
-            "--inflight" => a.inflight = number("--inflight"),
-            "--iterations" => a.iterations = number("--iterations"),
-            "--rounds" => a.rounds = number("--rounds"),
-            "--vectors" => a.vectors = it.next().expect("--vectors needs a directory").into(),
-            "--encoded-dir" => {
-                a.encoded_dir = Some(it.next().expect("--encoded-dir needs a directory").into())
-            }
+            "--n" => a.n = number(it, "--n")?,
+            "--concurrency" => a.concurrency = number(it, "--concurrency")?,
+            "--inflight" => a.inflight = number(it, "--inflight")?,
+            "--iterations" => a.iterations = number(it, "--iterations")?,
+            "--rounds" => a.rounds = number(it, "--rounds")?,
+            "--vectors" => a.vectors = value(it, "--vectors")?.into(),
+            "--encoded-dir" => a.encoded_dir = Some(value(it, "--encoded-dir")?.into()),
             "--json" => a.json = true,
             w if !w.starts_with('-') => a.what = w.to_string(),
-            other => panic!("unknown argument {other}"),
+            other => return Err(format!("unknown argument `{other}`")),
         }
     }
     let known = ["all", "delegations", "codec", "inflight", "ffi-baseline"];
-    assert!(
-        known.contains(&a.what.as_str()),
-        "unknown benchmark {}",
-        a.what
-    );
-    assert!(
-        a.iterations > 0 && a.rounds > 0,
-        "--iterations and --rounds must be at least 1"
-    );
-    a
+    if !known.contains(&a.what.as_str()) {
+        return Err(format!("unknown benchmark `{}`", a.what));
+    }
+    if a.iterations == 0 || a.rounds == 0 || a.n == 0 || a.concurrency == 0 {
+        return Err("--n, --concurrency, --iterations and --rounds must be at least 1".into());
+    }
+    Ok(a)
+}
+
+/// The command line; a bad one prints what is wrong and the usage, and exits with 2.
+fn args() -> Args {
+    parse_args(std::env::args().skip(1)).unwrap_or_else(|e| {
+        eprintln!("dmdelegate-bench: {e}\n{USAGE}");
+        std::process::exit(2)
+    })
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -158,7 +168,7 @@ fn ms(d: Duration) -> f64 {
 
 /// Completed delegations per second and latency, `n` delegations, `c` at a time.
 async fn delegations(method: Method, n: usize, c: usize) -> serde_json::Value {
-    let pair = Arc::new(pair::start(n, true).await);
+    let pair = Arc::new(pair::start(n + 1, true).await);
     // Warm up: connections, first-use allocations.
     let warm = pair
         .dms1
@@ -175,7 +185,8 @@ async fn delegations(method: Method, n: usize, c: usize) -> serde_json::Value {
     let gate = Arc::new(Semaphore::new(c));
     let started = Instant::now();
     let mut tasks = Vec::with_capacity(n);
-    for i in 1..n {
+    // Device 0 was the warm-up; the n measured delegations use devices 1..=n.
+    for i in 1..=n {
         let (pair, gate) = (pair.clone(), gate.clone());
         tasks.push(tokio::spawn(async move {
             let _permit = gate.acquire().await.expect("semaphore");
@@ -208,7 +219,7 @@ async fn delegations(method: Method, n: usize, c: usize) -> serde_json::Value {
         "errors": errors,
         "seconds": elapsed.as_secs_f64(),
         "per_second": done as f64 / elapsed.as_secs_f64(),
-        "messages_per_delegation": messages as f64 / (n - 1) as f64,
+        "messages_per_delegation": messages as f64 / n as f64,
         "p50_ms": ms(percentile(&latencies, 0.50)),
         "p99_ms": ms(percentile(&latencies, 0.99)),
     })
@@ -471,5 +482,40 @@ fn finish(out: serde_json::Map<String, serde_json::Value>, one_line: bool) {
     if errors > 0 {
         eprintln!("dmdelegate-bench: {errors} errors");
         std::process::exit(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_args;
+
+    fn parse(line: &str) -> Result<super::Args, String> {
+        parse_args(line.split_whitespace().map(String::from))
+    }
+
+    #[test]
+    fn a_good_command_line_is_read() {
+        let a = parse("delegations --n 300 --concurrency 8 --json").unwrap();
+        assert_eq!(
+            (a.what.as_str(), a.n, a.concurrency, a.json),
+            ("delegations", 300, 8, true)
+        );
+        assert_eq!(parse("").unwrap().what, "all");
+    }
+
+    #[test]
+    fn a_bad_command_line_says_what_is_wrong() {
+        for (line, says) in [
+            ("--help", "unknown argument `--help`"),
+            ("--n", "--n needs a value"),
+            ("--n many", "--n needs a whole number, not `many`"),
+            ("speed", "unknown benchmark `speed`"),
+            ("--n 0", "must be at least 1"),
+        ] {
+            let e = parse(line)
+                .err()
+                .unwrap_or_else(|| panic!("`{line}` was accepted"));
+            assert!(e.contains(says), "`{line}`: {e}");
+        }
     }
 }
