@@ -382,14 +382,31 @@ async fn inflight(k: usize) -> serde_json::Value {
     }
     let ramp = started.elapsed();
     let total = alloc::live_bytes().saturating_sub(baseline);
-    // The stores' share: what a copy of every record costs.
-    let before_copy = alloc::live_bytes();
-    let copies = (
+    // The stores' share: what a deep copy of every record costs. A plain clone would
+    // share the journal's commands and the account (Arc) and so undercount them.
+    let deep = |records: &[dmdelegate::SessionRecord]| -> Vec<dmdelegate::SessionRecord> {
+        let unshare = |c: &Arc<dmdelegate::ClientCommand>| Arc::new((**c).clone());
+        records
+            .iter()
+            .map(|r| {
+                let mut copy = r.clone();
+                copy.account = r.account.as_ref().map(|a| Arc::new((**a).clone()));
+                for j in &mut copy.journal {
+                    j.command = unshare(&j.command);
+                    j.inverse = j.inverse.as_ref().map(unshare);
+                }
+                copy
+            })
+            .collect()
+    };
+    let (records1, records2) = (
         pair.store1.list().await.expect("store"),
         pair.store2.list().await.expect("store"),
     );
+    let before_copy = alloc::live_bytes();
+    let copies = (deep(&records1), deep(&records2));
     let store = alloc::live_bytes().saturating_sub(before_copy);
-    drop(copies);
+    drop((copies, records1, records2));
     let released = Instant::now();
     let mut errors_connect = 0usize;
     for i in 0..k {

@@ -8,7 +8,6 @@ Run after ``pip install ./python``::
 import asyncio
 import logging
 import sys
-import time
 
 import dmdelegate
 
@@ -29,9 +28,4 @@ if __name__ == "__main__":
     logging.basicConfig(level=logging.WARNING)
     method = int(sys.argv[1]) if len(sys.argv) > 1 else 1
     kind = sys.argv[2] if len(sys.argv) > 2 else "partial"
-    status = asyncio.run(main(method, kind))
-    # Known defect (see the issue note): the thread that delivered run_async's result may
-    # still be releasing the GIL; exiting at that instant aborts the interpreter. Give it
-    # a moment until the bridge waits for it itself.
-    time.sleep(0.05)
-    sys.exit(status)
+    sys.exit(asyncio.run(main(method, kind)))

@@ -20,6 +20,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyString, PyTuple};
 
 use crate::errors::{self, Kind};
+use crate::interpreter;
 use crate::types::{Command, CommandResult, Device, DmAccount, Event, Offer, Rejection, Session};
 
 /// The logger a callback's traceback goes to.
@@ -152,7 +153,7 @@ impl PyHost {
         let host = self.host.clone();
         let event_loop = self.event_loop.clone();
         let called = tokio::task::spawn_blocking(move || {
-            Python::try_attach(|py| -> Result<Called, CallError> {
+            interpreter::attach(|py| -> Result<Called, CallError> {
                 let method = match host.bind(py).getattr_opt(name) {
                     Ok(Some(m)) if m.is_callable() => m,
                     Ok(_) => return Err(CallError::Missing),
@@ -207,7 +208,7 @@ impl PyHost {
             loop {
                 tokio::time::sleep(Duration::from_millis(250)).await;
                 let gone = self.event_loop.as_ref().is_none_or(|lp| {
-                    Python::try_attach(|py| {
+                    interpreter::attach(|py| {
                         lp.bind(py)
                             .call_method0("is_closed")
                             .and_then(|v| v.extract::<bool>())
@@ -222,7 +223,7 @@ impl PyHost {
         };
         tokio::select! {
             r = fut => r.map_err(|e| {
-                if Python::try_attach(|py| is_cancelled(py, &e)).unwrap_or(true) {
+                if interpreter::attach(|py| is_cancelled(py, &e)).unwrap_or(true) {
                     CallError::Unavailable(format!(
                         "the `{name}` coroutine was cancelled (did its event loop stop?)"
                     ))
@@ -243,7 +244,7 @@ impl PyHost {
                 HostError::new(default, format!("the host has no `{name}` method"))
             }
             CallError::Unavailable(m) => HostError::new(ReasonCode::InternalError, m),
-            CallError::Raised(e) => Python::try_attach(|py| match explicit_reason(py, &e) {
+            CallError::Raised(e) => interpreter::attach(|py| match explicit_reason(py, &e) {
                 Some(Ok(code)) => match ReasonCode::from_code(code) {
                     Some(r) => HostError::new(r, message_of(py, &e)),
                     None => HostError::new(
@@ -340,7 +341,7 @@ impl Host for PyHost {
             Ok(v) => v,
             Err(CallError::Raised(e)) => {
                 // A HostError names any code 100-999 for the nack, as a Rejection does.
-                return Python::try_attach(|py| match explicit_reason(py, &e) {
+                return interpreter::attach(|py| match explicit_reason(py, &e) {
                     Some(Ok(code)) if (100..=999).contains(&code) => {
                         reject(code, message_of(py, &e))
                     }
@@ -364,7 +365,7 @@ impl Host for PyHost {
                 return reject(h.reason.code(), h.message);
             }
         };
-        Python::try_attach(|py| {
+        interpreter::attach(|py| {
             let v = value.bind(py);
             if let Ok(b) = v.cast::<pyo3::types::PyBool>() {
                 return if b.is_true() {
@@ -421,7 +422,7 @@ impl Host for PyHost {
                     "the host has no `execute` method: it cannot act as DMS-1",
                 ),
                 CallError::Unavailable(m) => DeviceError::new(500, m),
-                CallError::Raised(e) => Python::try_attach(|py| {
+                CallError::Raised(e) => interpreter::attach(|py| {
                     let what = format!("the host's `execute` raised {}", describe(py, &e));
                     if explicit_reason(py, &e).is_none() {
                         log_exception(py, &e, &what);
@@ -430,7 +431,7 @@ impl Host for PyHost {
                 })
                 .unwrap_or_else(|| DeviceError::new(500, "the interpreter is shutting down")),
             })?;
-        let result = Python::try_attach(|py| {
+        let result = interpreter::attach(|py| {
             let v = value.bind(py);
             v.extract::<CommandResult>().map_err(|_| {
                 let what = format!(
@@ -460,7 +461,7 @@ impl Host for PyHost {
     async fn dm_account(&self, device: &DeviceInfo) -> Result<DmAcc, HostError> {
         let reason = ReasonCode::InvalidDmAccount;
         let value = self.call_device("dm_account", reason, device).await?;
-        Python::try_attach(|py| {
+        interpreter::attach(|py| {
             let v = value.bind(py);
             if let Ok(a) = v.extract::<DmAccount>() {
                 return Ok(a.inner);
@@ -491,7 +492,7 @@ impl Host for PyHost {
         let value = self
             .call_device("bootstrap_server_url", reason, device)
             .await?;
-        Python::try_attach(|py| {
+        interpreter::attach(|py| {
             let v = value.bind(py);
             v.extract::<String>().map_err(|_| {
                 HostError::new(
@@ -510,7 +511,7 @@ impl Host for PyHost {
         let e = Event {
             inner: event.clone(),
         };
-        let scheduled = Python::try_attach(|py| -> Option<Pending> {
+        let scheduled = interpreter::attach(|py| -> Option<Pending> {
             let method = match self.host.bind(py).getattr_opt("on_event") {
                 Ok(Some(m)) if m.is_callable() => m,
                 _ => return None,
@@ -547,7 +548,7 @@ impl Host for PyHost {
         if let (Some(fut), Ok(rt)) = (scheduled, tokio::runtime::Handle::try_current()) {
             rt.spawn(async move {
                 if let Err(err) = fut.await {
-                    Python::try_attach(|py| {
+                    interpreter::attach(|py| {
                         if is_cancelled(py, &err) {
                             tracing::debug!("an `on_event` coroutine was cancelled");
                         } else {

@@ -12,6 +12,7 @@ use pyo3::types::PyBytes;
 
 mod errors;
 mod host;
+mod interpreter;
 mod logging;
 mod server;
 mod sim;
@@ -252,11 +253,12 @@ impl LocalPair {
     ) -> PyResult<Bound<'py, PyAny>> {
         let (m, t) = parse_run_args(py, method, delegation_type)?;
         let pair = self.inner.clone();
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
-            match run_pair(pair, m, t).await {
-                Ok(o) => Ok(o),
-                Err(e) => Err(Python::attach(|py| to_py_err(py, e))),
-            }
+        interpreter::awaitable(py, async move {
+            let result = run_pair(pair, m, t).await;
+            Box::new(move |py: Python<'_>| match result {
+                Ok(o) => Ok(o.into_pyobject(py)?.into_any().unbind()),
+                Err(e) => Err(to_py_err(py, e)),
+            }) as interpreter::Outcome
         })
     }
 
@@ -353,7 +355,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(types::simple_dmacc_tnds, m)?)?;
     logging::install();
     // Not added to the module: only `atexit` holds it.
-    let stop = wrap_pyfunction!(logging::stop, m)?;
+    let stop = wrap_pyfunction!(interpreter::stop, m)?;
     m.py().import("atexit")?.call_method1("register", (stop,))?;
     Ok(())
 }

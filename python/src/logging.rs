@@ -44,20 +44,9 @@ fn python_level(level: &Level) -> u8 {
     }
 }
 
-/// Set by an `atexit` hook: once the interpreter starts to shut down, runtime threads
-/// must not take the GIL any more (a thread that takes it while the interpreter finalizes
-/// aborts the process).
-static STOPPED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-/// Stops the bridge; registered with `atexit`, so it runs before finalization begins.
-#[pyo3::pyfunction]
-pub fn stop() {
-    STOPPED.store(true, std::sync::atomic::Ordering::SeqCst);
-}
-
 impl<S: Subscriber> Layer<S> for PythonLogging {
     fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
-        if STOPPED.load(std::sync::atomic::Ordering::SeqCst) {
+        if crate::interpreter::stopped() {
             return;
         }
         let meta = event.metadata();
@@ -67,7 +56,7 @@ impl<S: Subscriber> Layer<S> for PythonLogging {
         let target = format!("dmdelegate.{}", meta.target());
         // Never block a runtime thread on a Python error: logging is best effort, and
         // nothing is logged once the interpreter is shutting down.
-        Python::try_attach(|py| {
+        crate::interpreter::attach(|py| {
             let Ok(logging) = py.import("logging") else {
                 return;
             };

@@ -432,11 +432,12 @@ where
     F: Future<Output = Result<T, Error>> + Send + 'static,
     T: for<'a> IntoPyObject<'a> + Send + 'static,
 {
-    pyo3_async_runtimes::tokio::future_into_py(py, async move {
-        match fut.await {
-            Ok(v) => Ok(v),
-            Err(e) => Err(Python::attach(|py| to_py_err(py, e))),
-        }
+    crate::interpreter::awaitable(py, async move {
+        let result = fut.await;
+        Box::new(move |py: Python<'_>| match result {
+            Ok(v) => pyo3::IntoPyObjectExt::into_py_any(v, py),
+            Err(e) => Err(to_py_err(py, e)),
+        }) as crate::interpreter::Outcome
     })
 }
 
@@ -876,7 +877,7 @@ impl Server {
     }
 
     fn __aenter__<'py>(slf: Py<Self>, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        pyo3_async_runtimes::tokio::future_into_py(py, async move { Ok(slf) })
+        crate::interpreter::ready(py, slf.into_bound(py).into_any())
     }
 
     #[pyo3(signature = (*_args))]
@@ -886,7 +887,10 @@ impl Server {
         _args: &Bound<'py, pyo3::types::PyTuple>,
     ) -> PyResult<Bound<'py, PyAny>> {
         self.close(py);
-        pyo3_async_runtimes::tokio::future_into_py(py, async move { Ok(false) })
+        crate::interpreter::ready(
+            py,
+            pyo3::types::PyBool::new(py, false).to_owned().into_any(),
+        )
     }
 
     fn __repr__(&self) -> String {

@@ -278,6 +278,35 @@ def test_ctrl_c_interrupts_a_blocking_wait(pki: TestPki, tmp_path: Path) -> None
     assert child.returncode == 0
 
 
+def test_exiting_while_async_calls_are_still_running_is_clean(tmp_path: Path) -> None:
+    # In child processes: asyncio.run returns while other run_async delegations are
+    # still going on the runtime, and the interpreter exits at once. Their results must
+    # be dropped quietly, never delivered into a finalizing interpreter (which aborts).
+    script = tmp_path / "exits.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import asyncio, dmdelegate
+
+            async def main() -> None:
+                pairs = [dmdelegate.LocalPair() for _ in range(4)]
+                runs = [asyncio.ensure_future(p.run_async(1, "full")) for p in pairs]
+                done, _ = await asyncio.wait(runs, return_when=asyncio.FIRST_COMPLETED)
+                print(next(iter(done)).result().completed, flush=True)
+
+            asyncio.run(main())
+            """
+        )
+    )
+    for attempt in range(12):
+        child = subprocess.run(
+            [sys.executable, str(script)], capture_output=True, text=True, timeout=60
+        )
+        assert (child.returncode, child.stdout.strip()) == (0, "True"), (
+            f"attempt {attempt}: exit {child.returncode}\n{child.stderr}"
+        )
+
+
 class TestBadInput:
     """Bad arguments raise typed exceptions (`InvalidArgumentError` is also a ValueError)
     naming the argument, before anything is sent."""
