@@ -235,17 +235,28 @@ impl Inner {
             .await?;
             rec.cleanup.push(marker_uri);
         }
+        let mut subtrees = rec.info.subtrees.clone();
         if rec.delegation_type == DelegationType::Full {
             // Full: DMS-2 takes over everything DMS-1 holds, listed or not. Without this an
             // ACL naming only DMS-1 would be left empty by the final account deletion, and
-            // an empty ACL inherits its parent's, which may grant more.
+            // an empty ACL inherits its parent's, which may grant more. A listed `.` walks
+            // the same nodes, so its rights join this pass: the same ACLs result, with one
+            // read of the tree and one Replace per node instead of two.
+            let mut rights = Vec::new();
+            subtrees.retain(|s| {
+                let whole_tree = s.uri == ".";
+                if whole_tree {
+                    rights.extend(s.rights.iter().copied());
+                }
+                !whole_tree
+            });
             let everything = DelegatedSubtree {
                 uri: ".".into(),
-                rights: Vec::new(),
+                rights,
             };
             self.delegate_subtree(rec, &everything).await?;
         }
-        for subtree in rec.info.subtrees.clone() {
+        for subtree in subtrees {
             self.delegate_subtree(rec, &subtree).await?;
         }
         if rec.method.uses_bootstrap() {
