@@ -56,6 +56,37 @@ pub struct DeviceLink {
     pub scheme: AuthScheme,
 }
 
+/// What is wrong with a [`DeviceLink`]: the field (its Rust name) and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field} {reason}")]
+pub struct InvalidDeviceLink {
+    /// `device_id` or `notify_url`.
+    pub field: &'static str,
+    /// Why, e.g. "is empty".
+    pub reason: String,
+}
+
+impl DeviceLink {
+    /// Checks the link before a hub takes it: a device id, and an `http://` notification
+    /// URL (package 0 goes to the device's plain-HTTP notification listener). Every
+    /// binding calls this, so a bad link is refused the same way in each language.
+    pub fn validate(&self) -> Result<(), InvalidDeviceLink> {
+        if self.device_id.is_empty() {
+            return Err(InvalidDeviceLink {
+                field: "device_id",
+                reason: "is empty".into(),
+            });
+        }
+        if !self.notify_url.starts_with("http://") {
+            return Err(InvalidDeviceLink {
+                field: "notify_url",
+                reason: format!("`{}` is not an http:// URL", self.notify_url),
+            });
+        }
+        Ok(())
+    }
+}
+
 impl std::fmt::Debug for DeviceLink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DeviceLink")

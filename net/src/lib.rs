@@ -15,7 +15,7 @@ pub mod server;
 pub mod sqlite;
 pub mod tls;
 
-pub use dm::{DeviceLink, DmHub, HubHost, HubOptions};
+pub use dm::{DeviceLink, DmHub, HubHost, HubOptions, InvalidDeviceLink};
 pub use https::{
     client_builder, serve, serve_echo, DeliveryStats, Endpoint, HttpsOptions, HttpsSender,
     HttpsTransport, Peer, DELEGATION_PATH,

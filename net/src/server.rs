@@ -251,8 +251,10 @@ impl Server {
         let (host, hub) = match options.device_hub {
             None => (host, None),
             Some(h) => {
-                if h.devices.iter().any(|d| d.device_id.is_empty()) {
-                    return Err(invalid("device_hub.devices[].device_id", "is empty"));
+                for (i, d) in h.devices.iter().enumerate() {
+                    d.validate().map_err(|e| {
+                        invalid(&format!("device_hub.devices[{i}].{}", e.field), e.reason)
+                    })?;
                 }
                 let listener = TcpListener::bind(h.listen).await.map_err(|e| {
                     transport_error(
@@ -433,7 +435,7 @@ impl Server {
     /// device id).
     ///
     /// Errors: [`Error::InvalidState`] without a hub or once shut down,
-    /// [`Error::InvalidArgument`] for an empty device id.
+    /// [`Error::InvalidArgument`] for a link [`DeviceLink::validate`] refuses.
     pub fn add_device(&self, link: DeviceLink) -> Result<(), Error> {
         self.check_open()?;
         let Some(hub) = &self.hub else {
@@ -441,9 +443,7 @@ impl Server {
                 "the server has no device hub (ServerOptions::device_hub)".into(),
             ));
         };
-        if link.device_id.is_empty() {
-            return Err(invalid("device_id", "is empty"));
-        }
+        link.validate().map_err(|e| invalid(e.field, e.reason))?;
         hub.add_device(link);
         Ok(())
     }

@@ -255,7 +255,47 @@ async fn add_device_needs_a_hub_and_a_device_id() {
     ));
     let refused = Server::start(options, Arc::new(SimHost::new(DMS1))).await;
     assert!(
-        matches!(refused, Err(Error::InvalidArgument { .. })),
+        matches!(refused, Err(Error::InvalidArgument { ref field, .. }) if field == "device_hub.devices[0].device_id"),
         "{refused:?}"
+    );
+
+    // A notification URL that is not plain HTTP, at start and when added later.
+    let hub = |devices| {
+        let mut o = ServerOptions::new(
+            DMS1,
+            Wire::Custom(Arc::new(dmdelegate::sim::InProcessNetwork::new())),
+        );
+        o.device_hub = Some(DeviceHubOptions::new(
+            "127.0.0.1:0".parse().unwrap(),
+            devices,
+        ));
+        o
+    };
+    let ok = link("dev", "http://127.0.0.1:9/notify", 1);
+    let tls = link("dev2", "https://127.0.0.1:9/notify", 2);
+    let refused = Server::start(
+        hub(vec![ok.clone(), tls.clone()]),
+        Arc::new(SimHost::new(DMS1)),
+    )
+    .await;
+    assert!(
+        matches!(refused, Err(Error::InvalidArgument { ref field, ref reason })
+            if field == "device_hub.devices[1].notify_url" && reason.contains("not an http:// URL")),
+        "{refused:?}"
+    );
+    let server = Server::start(hub(vec![ok]), Arc::new(SimHost::new(DMS1)))
+        .await
+        .unwrap();
+    assert!(matches!(
+        server.add_device(tls.clone()),
+        Err(Error::InvalidArgument { ref field, .. }) if field == "notify_url"
+    ));
+    let e = tls.validate().unwrap_err();
+    assert_eq!(
+        (e.field, e.to_string().as_str()),
+        (
+            "notify_url",
+            "notify_url `https://127.0.0.1:9/notify` is not an http:// URL"
+        )
     );
 }

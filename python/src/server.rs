@@ -198,16 +198,6 @@ impl DeviceLink {
         client_name: &str,
         scheme: &str,
     ) -> PyResult<Self> {
-        if device_id.is_empty() {
-            return Err(invalid(py, "device_id", "is empty"));
-        }
-        if !notify_url.starts_with("http://") {
-            return Err(invalid(
-                py,
-                "notify_url",
-                format!("`{notify_url}` is not an http:// URL"),
-            ));
-        }
         let scheme = match scheme {
             "basic" => AuthScheme::Basic,
             "md5" => AuthScheme::Md5,
@@ -219,17 +209,19 @@ impl DeviceLink {
                 ))
             }
         };
-        Ok(Self {
-            inner: NetDeviceLink {
-                device_id,
-                notify_url,
-                server_secret,
-                server_nonce: Vec::new(),
-                client_name: client_name.to_string(),
-                client_secret,
-                scheme,
-            },
-        })
+        let inner = NetDeviceLink {
+            device_id,
+            notify_url,
+            server_secret,
+            server_nonce: Vec::new(),
+            client_name: client_name.to_string(),
+            client_secret,
+            scheme,
+        };
+        inner
+            .validate()
+            .map_err(|e| invalid(py, e.field, e.reason))?;
+        Ok(Self { inner })
     }
 
     /// The device's identifier.

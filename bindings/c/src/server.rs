@@ -214,15 +214,6 @@ unsafe fn read_device_link(link: &dmd_device_link, at: &str) -> Result<DeviceLin
             arg_str(link.server_secret, &field("server_secret"))?,
         )
     };
-    if device_id.is_empty() {
-        return Err(Failure::invalid(&field("device_id"), "is empty"));
-    }
-    if !notify_url.starts_with("http://") {
-        return Err(Failure::invalid(
-            &field("notify_url"),
-            format!("`{notify_url}` is not an http:// URL"),
-        ));
-    }
     let scheme = match link.scheme {
         0 => AuthScheme::Basic,
         1 => AuthScheme::Md5,
@@ -233,7 +224,7 @@ unsafe fn read_device_link(link: &dmd_device_link, at: &str) -> Result<DeviceLin
             ))
         }
     };
-    Ok(DeviceLink {
+    let device = DeviceLink {
         device_id: device_id.to_string(),
         notify_url: notify_url.to_string(),
         server_secret: server_secret.to_string(),
@@ -241,7 +232,11 @@ unsafe fn read_device_link(link: &dmd_device_link, at: &str) -> Result<DeviceLin
         client_name: client_name.unwrap_or("device").to_string(),
         client_secret: client_secret.to_string(),
         scheme,
-    })
+    };
+    device
+        .validate()
+        .map_err(|e| Failure::invalid(&field(e.field), e.reason))?;
+    Ok(device)
 }
 
 /// The device hub options of a `dmd_device_hub`.

@@ -103,16 +103,7 @@ impl TryFrom<DeviceLink> for dmdelegate_net::DeviceLink {
     type Error = DelegationError;
 
     fn try_from(d: DeviceLink) -> Result<Self, DelegationError> {
-        if d.device_id.is_empty() {
-            return Err(DelegationError::invalid("deviceId", "is empty"));
-        }
-        if !d.notify_url.starts_with("http://") {
-            return Err(DelegationError::invalid(
-                "notifyUrl",
-                format!("`{}` is not an http:// URL", d.notify_url),
-            ));
-        }
-        Ok(dmdelegate_net::DeviceLink {
+        let link = dmdelegate_net::DeviceLink {
             device_id: d.device_id,
             notify_url: d.notify_url,
             server_secret: d.server_secret,
@@ -123,7 +114,17 @@ impl TryFrom<DeviceLink> for dmdelegate_net::DeviceLink {
                 DeviceAuthScheme::Basic => dmdelegate::syncml::AuthScheme::Basic,
                 DeviceAuthScheme::Md5 => dmdelegate::syncml::AuthScheme::Md5,
             },
-        })
+        };
+        link.validate().map_err(|e| {
+            // The generated bindings name the fields in camelCase.
+            let field = match e.field {
+                "device_id" => "deviceId",
+                "notify_url" => "notifyUrl",
+                other => other,
+            };
+            DelegationError::invalid(field, e.reason)
+        })?;
+        Ok(link)
     }
 }
 
