@@ -14,7 +14,13 @@ use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use dmdelegate::Error;
 use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::PyCFunction;
+use pyo3::{IntoPyObject, IntoPyObjectExt};
+
+use crate::errors::to_py_err;
 
 /// Set by [`stop`]: no runtime thread attaches any more.
 static STOPPED: AtomicBool = AtomicBool::new(false);
@@ -64,33 +70,37 @@ pub fn stop(py: Python<'_>) {
     });
 }
 
-/// What a finished Rust future hands back: turned into a Python value (or exception)
-/// while attached.
-pub type Outcome = Box<dyn for<'py> FnOnce(Python<'py>) -> PyResult<Py<PyAny>> + Send>;
-
-/// An asyncio future, on the running event loop, that `fut` resolves. `fut` runs on the
-/// shared runtime to its end even when the awaiting task is cancelled (cancellation only
-/// stops the wait); once the interpreter is shutting down its result is dropped unseen.
-pub fn awaitable<'py, F>(py: Python<'py>, fut: F) -> PyResult<Bound<'py, PyAny>>
+/// An asyncio future, on the running event loop, that `fut` resolves (its error as the
+/// matching `dmdelegate` exception). `fut` runs on the shared runtime to its end even when
+/// the awaiting task is cancelled (cancellation only stops the wait); once the interpreter
+/// is shutting down its result is dropped unseen.
+pub fn awaitable<'py, T, F>(py: Python<'py>, fut: F) -> PyResult<Bound<'py, PyAny>>
 where
-    F: Future<Output = Outcome> + Send + 'static,
+    F: Future<Output = Result<T, Error>> + Send + 'static,
+    T: for<'a> IntoPyObject<'a> + Send + 'static,
 {
     let event_loop = py.import("asyncio")?.call_method0("get_running_loop")?;
     let future = event_loop.call_method0("create_future")?;
     let (target, on_loop) = (future.clone().unbind(), event_loop.unbind());
     pyo3_async_runtimes::tokio::get_runtime().spawn(async move {
-        let outcome = fut.await;
+        let result = fut.await;
         attach(move |py| {
-            let (ok, value) = match outcome(py) {
-                Ok(v) => (true, v),
+            let (ok, value) = match result.map_err(|e| to_py_err(py, e)) {
+                Ok(v) => match v.into_py_any(py) {
+                    Ok(v) => (true, v),
+                    Err(e) => (false, e.into_value(py).into_any()),
+                },
                 Err(e) => (false, e.into_value(py).into_any()),
             };
             // Resolved on the loop's own thread: asyncio futures are not thread-safe.
-            let scheduled = wrap_pyfunction!(resolve, py).and_then(|resolve| {
-                on_loop
-                    .bind(py)
-                    .call_method1("call_soon_threadsafe", (resolve, target, ok, value))
-            });
+            let scheduled = RESOLVE
+                .get_or_try_init(py, || wrap_pyfunction!(resolve, py).map(Bound::unbind))
+                .and_then(|resolve| {
+                    on_loop.bind(py).call_method1(
+                        "call_soon_threadsafe",
+                        (resolve.bind(py), target, ok, value),
+                    )
+                });
             if let Err(e) = scheduled {
                 // The loop is closed: nobody is waiting any more.
                 tracing::debug!(error = %e, "an _async result found its event loop closed");
@@ -99,6 +109,9 @@ where
     });
     Ok(future)
 }
+
+/// [`resolve`] as a Python callable, made once.
+static RESOLVE: PyOnceLock<Py<PyCFunction>> = PyOnceLock::new();
 
 /// An asyncio future already resolved with `value` (for `__aenter__`/`__aexit__`, which
 /// have nothing to wait for).

@@ -253,13 +253,7 @@ impl LocalPair {
     ) -> PyResult<Bound<'py, PyAny>> {
         let (m, t) = parse_run_args(py, method, delegation_type)?;
         let pair = self.inner.clone();
-        interpreter::awaitable(py, async move {
-            let result = run_pair(pair, m, t).await;
-            Box::new(move |py: Python<'_>| match result {
-                Ok(o) => Ok(o.into_pyobject(py)?.into_any().unbind()),
-                Err(e) => Err(to_py_err(py, e)),
-            }) as interpreter::Outcome
-        })
+        interpreter::awaitable(py, run_pair(pair, m, t))
     }
 
     /// The device's whole DM Tree as TNDS (ACLs, values and secrets included).

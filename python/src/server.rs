@@ -15,11 +15,11 @@ use dmdelegate_net::{
     Server as NetServer, ServerOptions, StartDelegation, Wire, DELEGATION_PATH,
 };
 use pyo3::prelude::*;
-use pyo3::IntoPyObject;
 
 use crate::block_on;
 use crate::errors::{invalid, invalid_state, to_py_err};
 use crate::host::PyHost;
+use crate::interpreter::awaitable;
 use crate::types::{
     parse_method, parse_seconds, parse_time, parse_type, subtrees_of, Device, Session, Subtree,
 };
@@ -416,21 +416,6 @@ pub struct Server {
     server_id: String,
     local_port: u16,
     event_loop: Option<Py<PyAny>>,
-}
-
-/// Runs a facade call on the shared runtime and hands its result to asyncio.
-fn awaitable<'py, T, F>(py: Python<'py>, fut: F) -> PyResult<Bound<'py, PyAny>>
-where
-    F: Future<Output = Result<T, Error>> + Send + 'static,
-    T: for<'a> IntoPyObject<'a> + Send + 'static,
-{
-    crate::interpreter::awaitable(py, async move {
-        let result = fut.await;
-        Box::new(move |py: Python<'_>| match result {
-            Ok(v) => pyo3::IntoPyObjectExt::into_py_any(v, py),
-            Err(e) => Err(to_py_err(py, e)),
-        }) as crate::interpreter::Outcome
-    })
 }
 
 /// Runs an operation that changes sessions as its own task: a caller that stops waiting

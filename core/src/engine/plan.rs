@@ -242,17 +242,12 @@ impl Inner {
             // an empty ACL inherits its parent's, which may grant more. A listed `.` walks
             // the same nodes, so its rights join this pass: the same ACLs result, with one
             // read of the tree and one Replace per node instead of two.
-            let mut rights = Vec::new();
-            subtrees.retain(|s| {
-                let whole_tree = s.uri == ".";
-                if whole_tree {
-                    rights.extend(s.rights.iter().copied());
-                }
-                !whole_tree
-            });
+            let (whole_tree, rest): (Vec<_>, Vec<_>) =
+                subtrees.into_iter().partition(|s| s.uri == ".");
+            subtrees = rest;
             let everything = DelegatedSubtree {
                 uri: ".".into(),
-                rights,
+                rights: whole_tree.into_iter().flat_map(|s| s.rights).collect(),
             };
             self.delegate_subtree(rec, &everything).await?;
         }

@@ -423,10 +423,9 @@ fn find_trigger(root: &Node, added: &str) -> Option<BootstrapTrigger> {
     })
 }
 
-/// Strips values the requester may not read: all of them unless asked, and always the
-/// "No Get" secrets of accounts.
-/// A copy of `node` without what the requester may not read (built redacted, so secrets
-/// and unwanted values are never copied).
+/// A copy of `node` without the values the requester may not read: all of them unless
+/// asked, and always the "No Get" secrets of accounts (left out while copying, so they
+/// are never copied at all).
 fn redacted(node: &Node, values: bool) -> Node {
     let keep = values && !matches!(node.name.as_str(), "AAuthSecret" | "AAuthData");
     Node {
