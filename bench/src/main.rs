@@ -2,11 +2,12 @@
 //! stack measured in the same run. Results and the exact commands: BENCHMARKS.md.
 //!
 //! ```text
-//! dmdelegate-bench [all|delegations|codec|inflight] [--n N] [--concurrency C] [--inflight K] [--json]
+//! dmdelegate-bench [all|delegations|codec|inflight] [--n N] [--concurrency C] [--rounds R] [--inflight K] [--json]
 //! dmdelegate-bench ffi-baseline [--iterations N] [--rounds R] [--vectors DIR] [--encoded-dir DIR] [--json]
 //! ```
 //!
-//! `ffi-baseline` (not part of `all`) is the Rust side of `scripts/bench-ffi.sh`: see
+//! `delegations` alternates `--rounds` rounds of Method 1 delegations with echo requests
+//! and reports the median round's limit ratio. `ffi-baseline` (not part of `all`) is the Rust side of `scripts/bench-ffi.sh`: see
 //! `ffi.rs`.
 
 mod alloc;
@@ -97,7 +98,7 @@ struct Args {
     json: bool,
 }
 
-const USAGE: &str = "usage: dmdelegate-bench [all|delegations|codec|inflight] [--n N] [--concurrency C] [--inflight K] [--json]
+const USAGE: &str = "usage: dmdelegate-bench [all|delegations|codec|inflight] [--n N] [--concurrency C] [--rounds R] [--inflight K] [--json]
        dmdelegate-bench ffi-baseline [--iterations N] [--rounds R] [--vectors DIR] [--encoded-dir DIR] [--json]";
 
 /// The command line, or what is wrong with it.
@@ -166,8 +167,51 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
-/// Completed delegations per second and latency, `n` delegations, `c` at a time.
-async fn delegations(method: Method, n: usize, c: usize) -> serde_json::Value {
+/// CPU time (user + system) of the whole process so far, in seconds: both servers and
+/// the device run in it, so a phase's CPU per operation is a cost figure that depends
+/// less on what else the machine runs than throughput does.
+fn cpu_seconds() -> f64 {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage writes a whole `rusage` into the pointer it is given.
+    let usage = unsafe {
+        if libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr()) != 0 {
+            return 0.0;
+        }
+        usage.assume_init()
+    };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(usage.ru_utime) + secs(usage.ru_stime)
+}
+
+/// What one measured phase did: operations, errors, wall and CPU time, latencies.
+#[derive(Default)]
+struct Phase {
+    ok: usize,
+    errors: usize,
+    seconds: f64,
+    cpu_seconds: f64,
+    /// Messages delivered between the servers (delegation phases only).
+    messages: u64,
+    latencies: Vec<Duration>,
+}
+
+impl Phase {
+    fn per_second(&self) -> f64 {
+        self.ok as f64 / self.seconds
+    }
+
+    fn add(&mut self, other: Phase) {
+        self.ok += other.ok;
+        self.errors += other.errors;
+        self.seconds += other.seconds;
+        self.cpu_seconds += other.cpu_seconds;
+        self.messages += other.messages;
+        self.latencies.extend(other.latencies);
+    }
+}
+
+/// Two servers with `n + 1` devices, warmed up by one delegation on device 0.
+async fn warm_pair(method: Method, n: usize) -> Arc<pair::Pair> {
     let pair = Arc::new(pair::start(n + 1, true).await);
     // Warm up: connections, first-use allocations.
     let warm = pair
@@ -181,12 +225,23 @@ async fn delegations(method: Method, n: usize, c: usize) -> serde_json::Value {
         .await
         .expect("warm-up");
     assert_eq!(s.state, State::Completed, "warm-up: {s:?}");
+    pair
+}
+
+/// Full delegations on `devices`, `c` at a time.
+async fn delegate(
+    pair: &Arc<pair::Pair>,
+    method: Method,
+    devices: std::ops::Range<usize>,
+    c: usize,
+) -> Phase {
+    let n = devices.len();
     let before = (pair.dms1.delivery_stats(), pair.dms2.delivery_stats());
     let gate = Arc::new(Semaphore::new(c));
+    let cpu_before = cpu_seconds();
     let started = Instant::now();
     let mut tasks = Vec::with_capacity(n);
-    // Device 0 was the warm-up; the n measured delegations use devices 1..=n.
-    for i in 1..=n {
+    for i in devices {
         let (pair, gate) = (pair.clone(), gate.clone());
         tasks.push(tokio::spawn(async move {
             let _permit = gate.acquire().await.expect("semaphore");
@@ -199,83 +254,176 @@ async fn delegations(method: Method, n: usize, c: usize) -> serde_json::Value {
             Ok::<_, dmdelegate::Error>((s.state, t.elapsed()))
         }));
     }
-    let mut latencies = Vec::with_capacity(n);
-    let mut errors = 0usize;
+    let mut phase = Phase {
+        latencies: Vec::with_capacity(n),
+        ..Phase::default()
+    };
     for t in tasks {
         match t.await.expect("task") {
-            Ok((State::Completed, d)) => latencies.push(d),
-            _ => errors += 1,
+            Ok((State::Completed, d)) => phase.latencies.push(d),
+            _ => phase.errors += 1,
         }
     }
-    let elapsed = started.elapsed();
+    phase.seconds = started.elapsed().as_secs_f64();
+    phase.cpu_seconds = cpu_seconds() - cpu_before;
+    phase.ok = phase.latencies.len();
     let after = (pair.dms1.delivery_stats(), pair.dms2.delivery_stats());
-    let messages =
+    phase.messages =
         (after.0.delivered - before.0.delivered) + (after.1.delivered - before.1.delivered);
-    latencies.sort();
-    let done = latencies.len();
+    phase
+}
+
+/// Completed delegations per second and latency, `n` delegations, `c` at a time.
+async fn delegations(method: Method, n: usize, c: usize) -> serde_json::Value {
+    let pair = warm_pair(method, n).await;
+    // Device 0 was the warm-up; the n measured delegations use devices 1..=n.
+    delegation_json(method, delegate(&pair, method, 1..n + 1, c).await)
+}
+
+fn delegation_json(method: Method, mut phase: Phase) -> serde_json::Value {
+    phase.latencies.sort();
+    let n = (phase.ok + phase.errors).max(1) as f64;
     json!({
         "method": method.number(),
-        "delegations": done,
-        "errors": errors,
-        "seconds": elapsed.as_secs_f64(),
-        "per_second": done as f64 / elapsed.as_secs_f64(),
-        "messages_per_delegation": messages as f64 / n as f64,
-        "p50_ms": ms(percentile(&latencies, 0.50)),
-        "p99_ms": ms(percentile(&latencies, 0.99)),
+        "delegations": phase.ok,
+        "errors": phase.errors,
+        "seconds": phase.seconds,
+        "per_second": phase.per_second(),
+        "messages_per_delegation": phase.messages as f64 / n,
+        "cpu_us_per_delegation": phase.cpu_seconds * 1e6 / n,
+        "p50_ms": ms(percentile(&phase.latencies, 0.50)),
+        "p99_ms": ms(percentile(&phase.latencies, 0.99)),
     })
 }
 
 /// The physical limit: mutual-TLS HTTPS POSTs of a protocol message to an echo on the
-/// same stack, `n` requests, `c` at a time (one client, as the transport uses).
-async fn echo(n: usize, c: usize) -> serde_json::Value {
-    let pki = dmdelegate_net::TestPki::new("echo CA").expect("CA");
-    let server_id = pki.issue(pair::DMS2, &[]).expect("identity");
-    let client_id = pki.issue(pair::DMS1, &[]).expect("identity");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let options = HttpsOptions::default();
-    let endpoint = serve_echo(listener, &server_id, pki.ca_pem(), options).expect("echo");
-    let addr = endpoint.local_addr();
-    let client = client_builder(&client_id, pki.ca_pem(), &options)
-        .expect("client")
-        .resolve(pair::DMS2, addr)
-        .build()
-        .expect("client");
-    let url = format!("https://{}:{}{DELEGATION_PATH}", pair::DMS2, addr.port());
-    let body = std::fs::read("vectors/valid/notif-method1-partial.xml")
-        .unwrap_or_else(|_| b"<Delegation/>".to_vec());
-    let post = |client: reqwest::Client, url: String, body: Vec<u8>| async move {
-        let r = client.post(url).body(body).send().await?;
-        r.bytes().await
-    };
-    post(client.clone(), url.clone(), body.clone())
-        .await
-        .expect("warm-up");
-    let gate = Arc::new(Semaphore::new(c));
-    let started = Instant::now();
-    let tasks: Vec<_> = (0..n)
-        .map(|_| {
-            let (gate, client, url, body) =
-                (gate.clone(), client.clone(), url.clone(), body.clone());
-            tokio::spawn(async move {
-                let _permit = gate.acquire().await.expect("semaphore");
-                post(client, url, body).await.is_ok()
-            })
-        })
-        .collect();
-    let mut ok = 0usize;
-    for t in tasks {
-        ok += usize::from(t.await.expect("task"));
+/// same stack (one client, as the transport uses).
+struct Echo {
+    client: reqwest::Client,
+    url: String,
+    body: Vec<u8>,
+    _endpoint: dmdelegate_net::Endpoint,
+}
+
+impl Echo {
+    async fn start() -> Echo {
+        let pki = dmdelegate_net::TestPki::new("echo CA").expect("CA");
+        let server_id = pki.issue(pair::DMS2, &[]).expect("identity");
+        let client_id = pki.issue(pair::DMS1, &[]).expect("identity");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let options = HttpsOptions::default();
+        let endpoint = serve_echo(listener, &server_id, pki.ca_pem(), options).expect("echo");
+        let addr = endpoint.local_addr();
+        let client = client_builder(&client_id, pki.ca_pem(), &options)
+            .expect("client")
+            .resolve(pair::DMS2, addr)
+            .build()
+            .expect("client");
+        let echo = Echo {
+            client,
+            url: format!("https://{}:{}{DELEGATION_PATH}", pair::DMS2, addr.port()),
+            body: std::fs::read("vectors/valid/notif-method1-partial.xml")
+                .unwrap_or_else(|_| b"<Delegation/>".to_vec()),
+            _endpoint: endpoint,
+        };
+        echo.post().await.expect("warm-up");
+        echo
     }
-    let elapsed = started.elapsed();
-    json!({
-        "requests": ok,
-        "errors": n - ok,
-        "seconds": elapsed.as_secs_f64(),
-        "per_second": ok as f64 / elapsed.as_secs_f64(),
-        "body_bytes": body.len(),
-    })
+
+    /// One request, read to the end of the answer.
+    fn post(&self) -> impl std::future::Future<Output = reqwest::Result<()>> + 'static {
+        let request = self.client.post(&self.url).body(self.body.clone());
+        async move { request.send().await?.bytes().await.map(drop) }
+    }
+
+    /// `n` requests, `c` at a time.
+    async fn run(&self, n: usize, c: usize) -> Phase {
+        let gate = Arc::new(Semaphore::new(c));
+        let cpu_before = cpu_seconds();
+        let started = Instant::now();
+        let tasks: Vec<_> = (0..n)
+            .map(|_| {
+                let (gate, post) = (gate.clone(), self.post());
+                tokio::spawn(async move {
+                    let _permit = gate.acquire().await.expect("semaphore");
+                    post.await.is_ok()
+                })
+            })
+            .collect();
+        let mut phase = Phase::default();
+        for t in tasks {
+            if t.await.expect("task") {
+                phase.ok += 1;
+            } else {
+                phase.errors += 1;
+            }
+        }
+        phase.seconds = started.elapsed().as_secs_f64();
+        phase.cpu_seconds = cpu_seconds() - cpu_before;
+        phase
+    }
+
+    fn json(&self, phase: &Phase) -> serde_json::Value {
+        let n = (phase.ok + phase.errors).max(1) as f64;
+        json!({
+            "requests": phase.ok,
+            "errors": phase.errors,
+            "seconds": phase.seconds,
+            "per_second": phase.per_second(),
+            "cpu_us_per_request": phase.cpu_seconds * 1e6 / n,
+            "body_bytes": self.body.len(),
+        })
+    }
+}
+
+/// Method 1 against the echo, in `rounds` alternating rounds of `n / rounds`
+/// delegations and as many echo requests as those delegations sent messages. The limit
+/// ratio of each round compares phases a second apart, so a change in what else the
+/// machine runs moves both sides; the reported ratio is the median round's.
+async fn limit(n: usize, c: usize, rounds: usize) -> serde_json::Map<String, serde_json::Value> {
+    let method = Method::DelegatingInitiates;
+    let pair = warm_pair(method, n).await;
+    let echo = Echo::start().await;
+    let (mut m1, mut e) = (Phase::default(), Phase::default());
+    let mut ratios = Vec::with_capacity(rounds);
+    let mut cpu_ratios = Vec::with_capacity(rounds);
+    let per_round = n.div_ceil(rounds);
+    let mut next = 1;
+    while next <= n {
+        let devices = next..(next + per_round).min(n + 1);
+        next = devices.end;
+        let d = delegate(&pair, method, devices.clone(), c).await;
+        let per_delegation = d.messages as f64 / devices.len() as f64;
+        let requests = d.messages.max(1) as usize;
+        let r = echo.run(requests, c).await;
+        ratios.push(d.per_second() * per_delegation / r.per_second());
+        cpu_ratios.push(
+            (r.cpu_seconds / requests as f64) * per_delegation
+                / (d.cpu_seconds / devices.len() as f64),
+        );
+        m1.add(d);
+        e.add(r);
+    }
+    let mut out = serde_json::Map::new();
+    out.insert("method1_full".into(), delegation_json(method, m1));
+    out.insert("echo".into(), echo.json(&e));
+    out.insert("limit_ratio".into(), json!(median(&ratios)));
+    out.insert("limit_ratio_rounds".into(), json!(ratios));
+    out.insert("limit_ratio_cpu".into(), json!(median(&cpu_ratios)));
+    out
+}
+
+/// The median (the mean of the middle two for an even count).
+fn median(values: &[f64]) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
 }
 
 /// The golden vectors' bytes, the corpus of the codec benchmark.
@@ -460,18 +608,9 @@ fn main() {
     let want = |w: &str| a.what == "all" || a.what == w;
     rt.block_on(async {
         if want("delegations") {
-            let m1 = delegations(Method::DelegatingInitiates, a.n, a.concurrency).await;
+            out.extend(limit(a.n, a.concurrency, a.rounds).await);
             let m3 = delegations(Method::DelegatingInitiatesBootstrap, a.n, a.concurrency).await;
-            let requests =
-                (a.n as f64 * m1["messages_per_delegation"].as_f64().unwrap_or(5.0)) as usize;
-            let e = echo(requests, a.concurrency).await;
-            let limit_ratio = m1["per_second"].as_f64().unwrap_or(0.0)
-                * m1["messages_per_delegation"].as_f64().unwrap_or(0.0)
-                / e["per_second"].as_f64().unwrap_or(f64::INFINITY);
-            out.insert("method1_full".into(), m1);
             out.insert("method3_full".into(), m3);
-            out.insert("echo".into(), e);
-            out.insert("limit_ratio".into(), json!(limit_ratio));
         }
         if want("codec") {
             out.insert("codec".into(), codec());
