@@ -113,6 +113,9 @@ mod tests {
         // Freed on another thread: that thread's shard goes down, the sum stays right.
         std::thread::spawn(move || drop(block)).join().unwrap();
         let after = live_bytes();
-        assert!(after < during && during - after + SLACK >= BLOCK, "{during} -> {after}");
+        assert!(
+            after < during && during - after + SLACK >= BLOCK,
+            "{during} -> {after}"
+        );
     }
 }

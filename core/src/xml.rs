@@ -123,6 +123,16 @@ impl<'d> Element<'d> {
         }
     }
 
+    /// Whether this element is in the same namespace (or none) as `other`, an element
+    /// of the same document.
+    pub fn in_namespace_of(&self, other: &Element<'_>) -> bool {
+        debug_assert!(
+            std::ptr::eq(self.doc, other.doc),
+            "elements of two documents"
+        );
+        self.entry().ns == other.entry().ns
+    }
+
     /// The character data (for an element with children: empty or blank).
     pub fn text(&self) -> &'d str {
         self.entry().text.as_ref()
@@ -447,7 +457,8 @@ pub(crate) fn parse<'i>(input: &'i [u8], limits: &XmlLimits) -> Result<Document<
         bindings: Vec::new(),
     };
     // Open elements: entry index and how many bindings were in scope before it.
-    let mut open: Vec<(u32, usize)> = Vec::new();
+    // Deep enough for every document of the protocol without growing.
+    let mut open: Vec<(u32, usize)> = Vec::with_capacity(16);
     let mut done = false;
     loop {
         let event = reader.read_event().map_err(malformed)?;
