@@ -211,8 +211,8 @@ impl Phase {
 }
 
 /// Two servers with `n + 1` devices, warmed up by one delegation on device 0.
-async fn warm_pair(method: Method, n: usize) -> Arc<pair::Pair> {
-    let pair = Arc::new(pair::start(n + 1, true).await);
+async fn warm_pair(method: Method, n: usize, link: pair::Link) -> Arc<pair::Pair> {
+    let pair = Arc::new(pair::start_linked(n + 1, true, link).await);
     // Warm up: connections, first-use allocations.
     let warm = pair
         .dms1
@@ -236,7 +236,7 @@ async fn delegate(
     c: usize,
 ) -> Phase {
     let n = devices.len();
-    let before = (pair.dms1.delivery_stats(), pair.dms2.delivery_stats());
+    let before = pair.delivered();
     let gate = Arc::new(Semaphore::new(c));
     let cpu_before = cpu_seconds();
     let started = Instant::now();
@@ -267,15 +267,13 @@ async fn delegate(
     phase.seconds = started.elapsed().as_secs_f64();
     phase.cpu_seconds = cpu_seconds() - cpu_before;
     phase.ok = phase.latencies.len();
-    let after = (pair.dms1.delivery_stats(), pair.dms2.delivery_stats());
-    phase.messages =
-        (after.0.delivered - before.0.delivered) + (after.1.delivered - before.1.delivered);
+    phase.messages = pair.delivered() - before;
     phase
 }
 
 /// Completed delegations per second and latency, `n` delegations, `c` at a time.
 async fn delegations(method: Method, n: usize, c: usize) -> serde_json::Value {
-    let pair = warm_pair(method, n).await;
+    let pair = warm_pair(method, n, pair::Link::Https).await;
     // Device 0 was the warm-up; the n measured delegations use devices 1..=n.
     delegation_json(method, delegate(&pair, method, 1..n + 1, c).await)
 }
@@ -384,7 +382,7 @@ impl Echo {
 /// machine runs moves both sides; the reported ratio is the median round's.
 async fn limit(n: usize, c: usize, rounds: usize) -> serde_json::Map<String, serde_json::Value> {
     let method = Method::DelegatingInitiates;
-    let pair = warm_pair(method, n).await;
+    let pair = warm_pair(method, n, pair::Link::Https).await;
     let echo = Echo::start().await;
     let (mut m1, mut e) = (Phase::default(), Phase::default());
     let mut ratios = Vec::with_capacity(rounds);
@@ -412,6 +410,13 @@ async fn limit(n: usize, c: usize, rounds: usize) -> serde_json::Map<String, ser
     out.insert("limit_ratio".into(), json!(median(&ratios)));
     out.insert("limit_ratio_rounds".into(), json!(ratios));
     out.insert("limit_ratio_cpu".into(), json!(median(&cpu_ratios)));
+    // Where the gap is: the same delegations with the servers linked in process, no
+    // HTTP or TLS. Its CPU per delegation is the protocol's own work (engine, codec,
+    // store, device); the rest of the HTTPS figure is the binding's.
+    drop(pair);
+    let local = warm_pair(method, n, pair::Link::InProcess).await;
+    let phase = delegate(&local, method, 1..n + 1, c).await;
+    out.insert("method1_in_process".into(), delegation_json(method, phase));
     out
 }
 

@@ -6,6 +6,7 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -93,16 +94,35 @@ pub enum Grantees {
 }
 
 /// A parsed ACL. Entries keep the canonical command order; an empty ACL inherits.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+///
+/// Copy-on-write: a clone shares the entries (every read of a device tree copies every
+/// node's ACL, and most copies are never changed); [`Acl::grant`] and [`Acl::scrub`]
+/// give a shared ACL its own entries first.
+#[derive(Clone, Default, Serialize, Deserialize)]
 #[serde(into = "String", try_from = "String")]
 pub struct Acl {
-    entries: Vec<(AclCommand, Grantees)>,
+    /// `None` when empty; never `Some` of an empty list, which keeps one empty form.
+    entries: Option<Arc<Vec<(AclCommand, Grantees)>>>,
 }
 
 /// The empty ACL, for borrowing where a node has none.
-pub(crate) static EMPTY_ACL: Acl = Acl {
-    entries: Vec::new(),
-};
+pub(crate) static EMPTY_ACL: Acl = Acl { entries: None };
+
+impl PartialEq for Acl {
+    fn eq(&self, other: &Acl) -> bool {
+        self.entries() == other.entries()
+    }
+}
+
+impl Eq for Acl {}
+
+impl fmt::Debug for Acl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Acl")
+            .field("entries", &self.entries())
+            .finish()
+    }
+}
 
 impl Acl {
     /// The empty ACL (inherits from the nearest ancestor).
@@ -112,16 +132,31 @@ impl Acl {
 
     /// True when the ACL has no entries and so inherits.
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.entries.is_none()
+    }
+
+    fn entries(&self) -> &[(AclCommand, Grantees)] {
+        self.entries.as_deref().map_or(&[], Vec::as_slice)
+    }
+
+    /// The entries to change: this ACL's own (copied first if shared).
+    fn entries_mut(&mut self) -> &mut Vec<(AclCommand, Grantees)> {
+        Arc::make_mut(self.entries.get_or_insert_with(Default::default))
+    }
+
+    fn from_entries(entries: Vec<(AclCommand, Grantees)>) -> Acl {
+        Acl {
+            entries: (!entries.is_empty()).then(|| Arc::new(entries)),
+        }
     }
 
     /// Parses the textual form; `""` is the empty ACL.
     pub fn parse(text: &str) -> Result<Self, DecodeError> {
         let text = text.trim();
-        let mut acl = Acl::empty();
         if text.is_empty() {
-            return Ok(acl);
+            return Ok(Acl::empty());
         }
+        let mut entries: Vec<(AclCommand, Grantees)> = Vec::new();
         for entry in text.split('&') {
             let (cmd, ids) = entry
                 .split_once('=')
@@ -130,7 +165,7 @@ impl Acl {
                     reason: format!("entry `{entry}` has no `=`"),
                 })?;
             let cmd: AclCommand = cmd.parse()?;
-            if acl.entries.iter().any(|(c, _)| *c == cmd) {
+            if entries.iter().any(|(c, _)| *c == cmd) {
                 return Err(DecodeError::InvalidField {
                     field: "ACL".into(),
                     reason: format!("command `{cmd}` appears twice"),
@@ -151,15 +186,18 @@ impl Acl {
                 }
                 Grantees::Servers(list)
             };
-            acl.entries.push((cmd, grantees));
+            entries.push((cmd, grantees));
         }
-        acl.entries.sort_by_key(|(c, _)| *c);
-        Ok(acl)
+        entries.sort_by_key(|(c, _)| *c);
+        Ok(Acl::from_entries(entries))
     }
 
     /// The grantees of `cmd`, if the ACL has an entry for it.
     pub fn grantees(&self, cmd: AclCommand) -> Option<&Grantees> {
-        self.entries.iter().find(|(c, _)| *c == cmd).map(|(_, g)| g)
+        self.entries()
+            .iter()
+            .find(|(c, _)| *c == cmd)
+            .map(|(_, g)| g)
     }
 
     /// Whether this (non-empty, effective) ACL lets `server_id` perform `cmd`.
@@ -173,7 +211,7 @@ impl Acl {
 
     /// The commands `server_id` is explicitly named for (not counting `*`).
     pub fn commands_naming(&self, server_id: &str) -> Vec<AclCommand> {
-        self.entries
+        self.entries()
             .iter()
             .filter(
                 |(_, g)| matches!(g, Grantees::Servers(ids) if ids.iter().any(|i| i == server_id)),
@@ -184,30 +222,38 @@ impl Acl {
 
     /// Grants `cmd` to `server_id` (no change when already granted, including via `*`).
     pub fn grant(&mut self, cmd: AclCommand, server_id: &str) {
-        match self.entries.iter_mut().find(|(c, _)| *c == cmd) {
+        if self.permits(cmd, server_id) {
+            // Nothing changes: a shared ACL stays shared.
+            return;
+        }
+        let entries = self.entries_mut();
+        match entries.iter_mut().find(|(c, _)| *c == cmd) {
             Some((_, Grantees::Any)) => {}
-            Some((_, Grantees::Servers(ids))) => {
-                if !ids.iter().any(|i| i == server_id) {
-                    ids.push(server_id.to_string());
-                }
-            }
+            Some((_, Grantees::Servers(ids))) => ids.push(server_id.to_string()),
             None => {
-                self.entries
-                    .push((cmd, Grantees::Servers(vec![server_id.to_string()])));
-                self.entries.sort_by_key(|(c, _)| *c);
+                entries.push((cmd, Grantees::Servers(vec![server_id.to_string()])));
+                entries.sort_by_key(|(c, _)| *c);
             }
         }
     }
 
     /// Removes `server_id` from every entry; an entry left with nobody is dropped.
     pub fn scrub(&mut self, server_id: &str) {
-        for (_, g) in self.entries.iter_mut() {
+        let named = |(_, g): &(AclCommand, Grantees)| matches!(g, Grantees::Servers(ids) if ids.iter().any(|i| i == server_id));
+        if !self.entries().iter().any(named) {
+            // Nothing changes: a shared ACL stays shared.
+            return;
+        }
+        let entries = self.entries_mut();
+        for (_, g) in entries.iter_mut() {
             if let Grantees::Servers(ids) = g {
                 ids.retain(|i| i != server_id);
             }
         }
-        self.entries
-            .retain(|(_, g)| !matches!(g, Grantees::Servers(ids) if ids.is_empty()));
+        entries.retain(|(_, g)| !matches!(g, Grantees::Servers(ids) if ids.is_empty()));
+        if entries.is_empty() {
+            self.entries = None;
+        }
     }
 }
 
@@ -230,7 +276,7 @@ pub fn validate_server_id(id: &str) -> Result<(), String> {
 
 impl fmt::Display for Acl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, (cmd, g)) in self.entries.iter().enumerate() {
+        for (i, (cmd, g)) in self.entries().iter().enumerate() {
             if i > 0 {
                 f.write_str("&")?;
             }
@@ -312,5 +358,37 @@ mod tests {
         let mid = Acl::parse("Get=A").unwrap();
         let root = Acl::parse("Add=*&Get=*").unwrap();
         assert_eq!(effective_acl([&leaf, &mid, &root]), Some(&mid));
+    }
+}
+
+#[cfg(test)]
+mod copy_on_write {
+    use super::*;
+
+    #[test]
+    fn a_changed_copy_leaves_the_original_alone() {
+        let original = Acl::parse("Get=*&Replace=dms1").unwrap();
+        let mut copy = original.clone();
+        copy.grant(AclCommand::Replace, "dms2");
+        copy.grant(AclCommand::Add, "dms2");
+        assert_eq!(copy.to_string(), "Add=dms2&Get=*&Replace=dms1+dms2");
+        assert_eq!(original.to_string(), "Get=*&Replace=dms1");
+        let mut scrubbed = copy.clone();
+        scrubbed.scrub("dms2");
+        assert_eq!(scrubbed, original);
+        assert_eq!(copy.to_string(), "Add=dms2&Get=*&Replace=dms1+dms2");
+    }
+
+    #[test]
+    fn an_acl_scrubbed_of_everyone_is_the_empty_acl() {
+        let mut acl = Acl::parse("Add=dms1&Get=dms1").unwrap();
+        acl.scrub("dms1");
+        assert!(acl.is_empty());
+        assert_eq!(acl, Acl::empty());
+        assert_eq!(acl.to_string(), "");
+        // Granting what is already granted changes nothing.
+        let mut any = Acl::parse("Get=*").unwrap();
+        any.grant(AclCommand::Get, "dms2");
+        assert_eq!(any.to_string(), "Get=*");
     }
 }

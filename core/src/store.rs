@@ -228,6 +228,57 @@ mod tests {
         ids
     }
 
+    /// A record with every optional part filled in.
+    fn full_record() -> SessionRecord {
+        use crate::engine::{JournalEntry, JournalStatus, Step};
+        use crate::message::{DelegatedSubtree, Reason};
+        use crate::{AclCommand, ClientCommand, DmAcc, ReasonCode};
+        use std::sync::Arc;
+        let mut r = record("s9", "IMEI:9");
+        r.info.subtrees.push(DelegatedSubtree {
+            uri: "./Vendor".into(),
+            rights: vec![AclCommand::Get],
+        });
+        r.expires = Some(Timestamp(5));
+        r.state = State::AwaitingConfirm;
+        r.next_seq = 4;
+        r.last_peer_seq = 3;
+        r.deadline = Some(Timestamp(9));
+        r.account = Some(Arc::new(DmAcc::simple("dms2", "https://d/dm", "c", "s")));
+        r.bootstrap_url = Some("https://bs.example/bs".into());
+        r.installed_account = Some("./DMAcc/d2".into());
+        r.own_account_uri = Some("./DMAcc/d1".into());
+        r.preexisting_peer_accounts = Some(vec!["./DMAcc/old".into()]);
+        r.cleanup = vec!["./DMDelegate/Bootstrap/s9".into()];
+        r.journal.push(JournalEntry {
+            command: Arc::new(ClientCommand::Delete { uri: "./A".into() }),
+            inverse: None,
+            status: JournalStatus::Applied,
+            finalizing: true,
+        });
+        r.reason = Some(Reason::new(ReasonCode::InternalError, "why"));
+        r.history.push(Step {
+            state: State::AwaitingConfirm,
+            at: Timestamp(2),
+        });
+        r.created = Timestamp(1);
+        r.updated = Timestamp(7);
+        r
+    }
+
+    #[test]
+    fn a_record_copied_over_another_is_equal_to_its_source() {
+        let full = full_record();
+        assert_eq!(full.clone(), full);
+        // Over a different record (what a store's save does) and back again.
+        let mut copy = record("s1", "IMEI:1");
+        copy.clone_from(&full);
+        assert_eq!(copy, full);
+        let plain = record("s1", "IMEI:1");
+        copy.clone_from(&plain);
+        assert_eq!(copy, plain);
+    }
+
     async fn active_for(store: &MemoryStore, device: &str) -> Vec<String> {
         ids(store.list_active_for_device(device).await.expect("memory"))
     }

@@ -440,15 +440,32 @@ enum Attempt {
 /// one peer are delivered in order by a background task per peer.
 pub struct HttpsTransport {
     client: reqwest::Client,
-    peers: HashMap<String, Peer>,
+    peers: HashMap<String, PeerLink>,
     options: HttpsOptions,
     server: OnceLock<WeakDelegationServer>,
     /// One ordered queue per (peer, session) with messages waiting: a session's messages
     /// keep their order, different sessions do not wait for each other.
-    queues: Lanes<(String, String), Message>,
-    /// Per peer: permits for requests in flight ([`HttpsOptions::max_requests_per_peer`]).
-    in_flight: HashMap<String, Arc<tokio::sync::Semaphore>>,
+    queues: Lanes<(String, String), Outgoing>,
     delivered: Mutex<DeliveryLog>,
+}
+
+/// A configured peer as the transport uses it: the endpoint parsed once, and the
+/// permits for requests in flight to it ([`HttpsOptions::max_requests_per_peer`]).
+#[derive(Clone)]
+struct PeerLink {
+    peer: Peer,
+    url: reqwest::Url,
+    in_flight: Arc<tokio::sync::Semaphore>,
+}
+
+/// A message waiting for delivery: encoded when it is sent (so a delivery task holds
+/// the bytes every attempt posts, not a copy of the message), with what the log and the
+/// failure handling need.
+struct Outgoing {
+    xml: Bytes,
+    session_id: String,
+    kind: dmdelegate::MessageKind,
+    seq: u32,
 }
 
 /// How many recent deliveries the transport remembers: a long-running server must not
@@ -507,6 +524,8 @@ impl HttpsTransport {
         options: HttpsOptions,
     ) -> Result<Arc<Self>, TlsError> {
         let mut builder = client_builder(identity, trust_pem, &options)?;
+        let mut links = HashMap::with_capacity(peers.len());
+        let permits = options.max_requests_per_peer.max(1);
         for p in peers {
             if !p.endpoint.starts_with("https://") {
                 return Err(TlsError(format!(
@@ -514,36 +533,31 @@ impl HttpsTransport {
                     p.server_id, p.endpoint
                 )));
             }
+            let url = reqwest::Url::parse(&p.endpoint)
+                .ok()
+                .filter(|u| u.host_str().is_some())
+                .ok_or_else(|| TlsError(format!("peer `{}`: bad endpoint", p.server_id)))?;
             if let Some(addr) = p.address {
-                let host = reqwest::Url::parse(&p.endpoint)
-                    .ok()
-                    .and_then(|u| u.host_str().map(str::to_string))
-                    .ok_or_else(|| TlsError(format!("peer `{}`: bad endpoint", p.server_id)))?;
-                builder = builder.resolve(&host, addr);
+                builder = builder.resolve(url.host_str().unwrap_or_default(), addr);
             }
+            links.insert(
+                p.server_id.clone(),
+                PeerLink {
+                    peer: p.clone(),
+                    url,
+                    in_flight: Arc::new(tokio::sync::Semaphore::new(permits)),
+                },
+            );
         }
         let client = builder
             .build()
             .map_err(|e| TlsError(format!("HTTPS client: {e}")))?;
         Ok(Arc::new(Self {
             client,
-            peers: peers
-                .iter()
-                .map(|p| (p.server_id.clone(), p.clone()))
-                .collect(),
+            peers: links,
             options,
             server: OnceLock::new(),
             queues: Lanes::new(),
-            in_flight: peers
-                .iter()
-                .map(|p| {
-                    let permits = options.max_requests_per_peer.max(1);
-                    (
-                        p.server_id.clone(),
-                        Arc::new(tokio::sync::Semaphore::new(permits)),
-                    )
-                })
-                .collect(),
             delivered: Mutex::new(DeliveryLog::default()),
         }))
     }
@@ -558,12 +572,16 @@ impl HttpsTransport {
         let _ = self.server.set(server.downgrade());
     }
 
-    async fn attempt(&self, peer: &Peer, xml: &str) -> Attempt {
+    async fn attempt(&self, link: &PeerLink, xml: &Bytes) -> Attempt {
         let sent = self
             .client
-            .post(&peer.endpoint)
-            .header(reqwest::header::CONTENT_TYPE, MEDIA_TYPE)
-            .body(xml.to_string())
+            .post(link.url.clone())
+            .header(
+                reqwest::header::CONTENT_TYPE,
+                reqwest::header::HeaderValue::from_static(MEDIA_TYPE),
+            )
+            // A `Bytes` clone shares the encoded message: retries post it without a copy.
+            .body(xml.clone())
             .send()
             .await;
         match sent {
@@ -601,9 +619,9 @@ impl HttpsTransport {
     }
 
     /// Delivers one message and records the outcome.
-    async fn deliver(&self, peer: &Peer, message: &Message) -> Result<(), String> {
+    async fn deliver(&self, link: &PeerLink, message: &Outgoing) -> Result<(), String> {
         let began = dmdelegate::Timestamp::now();
-        let outcome = self.deliver_with_retries(peer, message).await;
+        let outcome = self.deliver_with_retries(link, &message.xml).await;
         let mut log = self.delivered.lock().unwrap_or_else(|p| p.into_inner());
         match &outcome {
             Ok(attempts) => {
@@ -620,10 +638,10 @@ impl HttpsTransport {
         }
         log.recent.push_back(Delivery {
             at: began,
-            session_id: message.header.session_id.clone(),
-            recipient: peer.server_id.clone(),
-            kind: message.body.kind(),
-            seq: message.header.seq,
+            session_id: message.session_id.clone(),
+            recipient: link.peer.server_id.clone(),
+            kind: message.kind,
+            seq: message.seq,
             outcome: outcome.clone(),
         });
         drop(log);
@@ -632,22 +650,18 @@ impl HttpsTransport {
 
     /// Delivers one message, retrying transient failures with exponential backoff;
     /// returns the number of attempts it took.
-    async fn deliver_with_retries(&self, peer: &Peer, message: &Message) -> Result<u32, String> {
-        let xml = message.to_xml();
+    async fn deliver_with_retries(&self, link: &PeerLink, xml: &Bytes) -> Result<u32, String> {
         let mut delay = self.options.backoff;
         let mut last = String::new();
         for attempt in 1..=self.options.attempts.max(1) {
-            let permit = match self.in_flight.get(&peer.server_id) {
-                Some(s) => s.clone().acquire_owned().await.ok(),
-                None => None,
-            };
-            let outcome = self.attempt(peer, &xml).await;
+            let permit = link.in_flight.acquire().await.ok();
+            let outcome = self.attempt(link, xml).await;
             drop(permit);
             match outcome {
                 Attempt::Delivered => return Ok(attempt),
                 Attempt::Refused(e) => return Err(e),
                 Attempt::Retry(e) => {
-                    tracing::debug!(peer = %peer.server_id, attempt, error = %e, "retrying");
+                    tracing::debug!(peer = %link.peer.server_id, attempt, error = %e, "retrying");
                     last = e;
                 }
             }
@@ -664,29 +678,27 @@ impl HttpsTransport {
 
     /// Queues `message` for `peer` behind the earlier messages of its session, starting
     /// the session's delivery task when it has none. An idle session costs nothing.
-    fn enqueue(self: &Arc<Self>, peer: &Peer, message: Message) {
-        let key = (peer.server_id.clone(), message.header.session_id.clone());
+    fn enqueue(self: &Arc<Self>, link: &PeerLink, message: Outgoing) {
+        let key = (link.peer.server_id.clone(), message.session_id.clone());
         if !self.queues.push(&key, message) {
             return;
         }
-        let (this, target) = (Arc::downgrade(self), peer.clone());
+        let (this, target) = (Arc::downgrade(self), link.clone());
         tokio::spawn(async move {
             while let Some(transport) = this.upgrade() {
                 let Some(message) = transport.queues.pop(&key) else {
                     break;
                 };
                 if let Err(e) = transport.deliver(&target, &message).await {
-                    tracing::warn!(peer = %target.server_id, kind = %message.body.kind(), error = %e, "delivery failed");
-                    if matches!(message.body, Body::Failure(_)) {
+                    let peer = &target.peer.server_id;
+                    tracing::warn!(%peer, kind = %message.kind, error = %e, "delivery failed");
+                    if message.kind == dmdelegate::MessageKind::Failure {
                         continue;
                     }
                     let server = transport.server.get().and_then(|w| w.upgrade());
                     if let Some(server) = server {
-                        let detail =
-                            format!("{} to `{}`: {e}", message.body.kind(), target.server_id);
-                        let _ = server
-                            .peer_unreachable(&message.header.session_id, &detail)
-                            .await;
+                        let detail = format!("{} to `{peer}`: {e}", message.kind);
+                        let _ = server.peer_unreachable(&message.session_id, &detail).await;
                     }
                 }
             }
@@ -701,14 +713,20 @@ pub struct HttpsSender(pub Arc<HttpsTransport>);
 #[async_trait]
 impl Transport for HttpsSender {
     async fn send(&self, message: &Message) -> Result<(), TransportError> {
-        let peer = self
+        let link = self
             .0
             .peers
             .get(&message.header.recipient)
             .ok_or_else(|| TransportError {
                 message: format!("no peer `{}` configured", message.header.recipient),
             })?;
-        self.0.enqueue(peer, message.clone());
+        let outgoing = Outgoing {
+            xml: Bytes::from(message.to_xml()),
+            session_id: message.header.session_id.clone(),
+            kind: message.body.kind(),
+            seq: message.header.seq,
+        };
+        self.0.enqueue(link, outgoing);
         Ok(())
     }
 }

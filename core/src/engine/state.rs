@@ -161,7 +161,7 @@ pub struct Step {
 }
 
 /// Everything a server keeps about one delegation; what a [`crate::SessionStore`] persists.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionRecord {
     /// Session id.
     pub session_id: String,
@@ -207,6 +207,93 @@ pub struct SessionRecord {
     pub created: Timestamp,
     /// Last changed.
     pub updated: Timestamp,
+}
+
+impl Clone for SessionRecord {
+    fn clone(&self) -> Self {
+        let mut copy = SessionRecord {
+            session_id: String::new(),
+            role: self.role,
+            method: self.method,
+            delegation_type: self.delegation_type,
+            peer: String::new(),
+            info: self.info.clone(),
+            expires: None,
+            state: self.state,
+            next_seq: 0,
+            last_peer_seq: 0,
+            deadline: None,
+            account: None,
+            bootstrap_url: None,
+            installed_account: None,
+            own_account_uri: None,
+            preexisting_peer_accounts: None,
+            cleanup: Vec::new(),
+            journal: Vec::new(),
+            reason: None,
+            history: Vec::new(),
+            created: self.created,
+            updated: self.updated,
+        };
+        copy.clone_from(self);
+        copy
+    }
+
+    /// Field by field, reusing this record's buffers: an in-memory store overwrites its
+    /// copy of a record at every save, and most fields have not changed since the last.
+    fn clone_from(&mut self, source: &Self) {
+        // Exhaustive, so a new field cannot be forgotten here.
+        let SessionRecord {
+            session_id,
+            role,
+            method,
+            delegation_type,
+            peer,
+            info,
+            expires,
+            state,
+            next_seq,
+            last_peer_seq,
+            deadline,
+            account,
+            bootstrap_url,
+            installed_account,
+            own_account_uri,
+            preexisting_peer_accounts,
+            cleanup,
+            journal,
+            reason,
+            history,
+            created,
+            updated,
+        } = source;
+        self.session_id.clone_from(session_id);
+        self.role = *role;
+        self.method = *method;
+        self.delegation_type = *delegation_type;
+        self.peer.clone_from(peer);
+        // Set when the session starts and never changed: compared, not copied.
+        if self.info != *info {
+            self.info.clone_from(info);
+        }
+        self.expires = *expires;
+        self.state = *state;
+        self.next_seq = *next_seq;
+        self.last_peer_seq = *last_peer_seq;
+        self.deadline = *deadline;
+        self.account.clone_from(account);
+        self.bootstrap_url.clone_from(bootstrap_url);
+        self.installed_account.clone_from(installed_account);
+        self.own_account_uri.clone_from(own_account_uri);
+        self.preexisting_peer_accounts
+            .clone_from(preexisting_peer_accounts);
+        self.cleanup.clone_from(cleanup);
+        self.journal.clone_from(journal);
+        self.reason.clone_from(reason);
+        self.history.clone_from(history);
+        self.created = *created;
+        self.updated = *updated;
+    }
 }
 
 impl SessionRecord {
