@@ -129,7 +129,7 @@ pub enum JournalStatus {
 }
 
 /// One client operation and its exact inverse, journaled before it is applied.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JournalEntry {
     /// The operation. The commands are shared, not copied: the engine saves the record
     /// before every client operation, and an in-memory store keeps a copy each time
@@ -141,6 +141,37 @@ pub struct JournalEntry {
     pub status: JournalStatus,
     /// True for entries made while finalizing (dropped when a temporary delegation is kept).
     pub finalizing: bool,
+}
+
+impl Clone for JournalEntry {
+    fn clone(&self) -> Self {
+        JournalEntry {
+            command: self.command.clone(),
+            inverse: self.inverse.clone(),
+            status: self.status,
+            finalizing: self.finalizing,
+        }
+    }
+
+    /// Leaves the shared commands alone when they are already the same: a store copies
+    /// the whole journal at every save, and touching each command's reference count
+    /// every time makes the two worker threads fight over those counters.
+    fn clone_from(&mut self, source: &Self) {
+        share(&mut self.command, &source.command);
+        match (&mut self.inverse, &source.inverse) {
+            (Some(mine), Some(theirs)) => share(mine, theirs),
+            (mine, theirs) => mine.clone_from(theirs),
+        }
+        self.status = source.status;
+        self.finalizing = source.finalizing;
+    }
+}
+
+/// Makes `mine` point where `theirs` does, touching the counts only when it does not.
+fn share<T>(mine: &mut Arc<T>, theirs: &Arc<T>) {
+    if !Arc::ptr_eq(mine, theirs) {
+        *mine = theirs.clone();
+    }
 }
 
 impl JournalEntry {
@@ -281,7 +312,10 @@ impl Clone for SessionRecord {
         self.next_seq = *next_seq;
         self.last_peer_seq = *last_peer_seq;
         self.deadline = *deadline;
-        self.account.clone_from(account);
+        match (&mut self.account, account) {
+            (Some(mine), Some(theirs)) => share(mine, theirs),
+            (mine, theirs) => mine.clone_from(theirs),
+        }
         self.bootstrap_url.clone_from(bootstrap_url);
         self.installed_account.clone_from(installed_account);
         self.own_account_uri.clone_from(own_account_uri);
