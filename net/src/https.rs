@@ -17,7 +17,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Extension, Router};
@@ -96,8 +96,29 @@ impl Default for HttpsOptions {
 }
 
 /// The ServerID the connection's client certificate proved, if any configured peer matches.
+/// Shared: the connection's router hands a copy to every request.
 #[derive(Debug, Clone)]
-struct AuthenticatedPeer(Option<String>);
+struct AuthenticatedPeer(Option<Arc<str>>);
+
+/// Whether the request's Content-Type is the delegation media type, read in place
+/// (the `HeaderMap` extractor would copy every header of every request).
+struct DelegationMediaType(bool);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for DelegationMediaType {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        let media = parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        Ok(DelegationMediaType(media.starts_with(MEDIA_TYPE)))
+    }
+}
 
 /// Ordered lanes of work, one per key (a session), that exist only while they hold items.
 /// `push` says whether the caller must start the lane's draining task; that task `pop`s
@@ -146,7 +167,7 @@ struct App {
     limits: XmlLimits,
     /// Messages accepted and waiting for the engine, per session, with the peer each came
     /// from, in arrival order.
-    inbound: Arc<Lanes<String, (Message, String)>>,
+    inbound: Arc<Lanes<String, (Message, Arc<str>)>>,
 }
 
 impl App {
@@ -154,7 +175,7 @@ impl App {
     /// engine runs in its own task: the HTTP answer never waits for host callbacks (a DM
     /// session with a device may take minutes), and a session's messages keep their
     /// order because one task drains each session's queue.
-    fn enqueue(&self, message: Message, peer: String) {
+    fn enqueue(&self, message: Message, peer: Arc<str>) {
         let session = message.header.session_id.clone();
         if !self.inbound.push(&session, (message, peer)) {
             return;
@@ -245,7 +266,7 @@ pub fn serve(
             let peer = identities
                 .iter()
                 .find(|(identity, _)| names.iter().any(|n| n == identity))
-                .map(|(_, id)| id.clone());
+                .map(|(_, id)| Arc::<str>::from(id.as_str()));
             tracing::debug!(?names, ?peer, "TLS connection");
             router.clone().layer(Extension(AuthenticatedPeer(peer)))
         },
@@ -370,7 +391,7 @@ fn failure_document(to: &Message, me: &str, reason: Reason) -> String {
 async fn receive(
     State(app): State<App>,
     Extension(peer): Extension<AuthenticatedPeer>,
-    headers: HeaderMap,
+    DelegationMediaType(media_ok): DelegationMediaType,
     body: Bytes,
 ) -> Response {
     let Some(peer) = peer.0 else {
@@ -380,11 +401,7 @@ async fn receive(
         )
             .into_response();
     };
-    let media = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    if !media.starts_with(MEDIA_TYPE) {
+    if !media_ok {
         return (
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             format!("expected Content-Type {MEDIA_TYPE}"),
@@ -404,7 +421,7 @@ async fn receive(
         };
         return (StatusCode::MISDIRECTED_REQUEST, e.to_string()).into_response();
     }
-    if message.header.sender != peer {
+    if message.header.sender != *peer {
         tracing::warn!(%peer, claimed = %message.header.sender, "sender is not the authenticated peer");
         let detail = format!(
             "message claims sender `{}` but the connection authenticated `{peer}`",
@@ -412,7 +429,7 @@ async fn receive(
         );
         let mut answer = message.clone();
         // The FAILURE goes back on this connection, to whoever really is talking.
-        answer.header.sender = peer.clone();
+        answer.header.sender = peer.to_string();
         let doc = failure_document(
             &answer,
             app.server.server_id(),
