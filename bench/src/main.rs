@@ -271,9 +271,10 @@ async fn delegate(
     phase
 }
 
-/// Completed delegations per second and latency, `n` delegations, `c` at a time.
-async fn delegations(method: Method, n: usize, c: usize) -> serde_json::Value {
-    let pair = warm_pair(method, n, pair::Link::Https).await;
+/// Completed delegations per second and latency, `n` delegations, `c` at a time, the
+/// servers linked by `link`.
+async fn delegations(method: Method, n: usize, c: usize, link: pair::Link) -> serde_json::Value {
+    let pair = warm_pair(method, n, link).await;
     // Device 0 was the warm-up; the n measured delegations use devices 1..=n.
     delegation_json(method, delegate(&pair, method, 1..n + 1, c).await)
 }
@@ -414,9 +415,8 @@ async fn limit(n: usize, c: usize, rounds: usize) -> serde_json::Map<String, ser
     // HTTP or TLS. Its CPU per delegation is the protocol's own work (engine, codec,
     // store, device); the rest of the HTTPS figure is the binding's.
     drop(pair);
-    let local = warm_pair(method, n, pair::Link::InProcess).await;
-    let phase = delegate(&local, method, 1..n + 1, c).await;
-    out.insert("method1_in_process".into(), delegation_json(method, phase));
+    let local = delegations(method, n, c, pair::Link::InProcess).await;
+    out.insert("method1_in_process".into(), local);
     out
 }
 
@@ -553,32 +553,25 @@ async fn inflight(k: usize) -> serde_json::Value {
     // holds behind an Arc (journal commands, the account, ACLs) and a record rebuilt
     // from JSON has other capacities. The stores' hash tables keep their slots after a
     // removal, so the share is slightly low and the figure beyond it slightly high.
-    let mut kept: Vec<(Arc<MemoryStore>, String)> = Vec::new();
+    // Each record is kept as JSON meanwhile: a listed copy would share those parts
+    // with the store's record and keep them alive.
+    let mut kept: Vec<(Arc<MemoryStore>, String, String)> = Vec::new();
     for store in [&pair.store1, &pair.store2] {
         for r in store.list().await.expect("store") {
-            kept.push((
-                store.clone(),
-                serde_json::to_string(&r).expect("serializes"),
-            ));
+            let json = serde_json::to_string(&r).expect("serializes");
+            kept.push((store.clone(), r.session_id, json));
         }
     }
-    let ids_to_remove: Vec<(Arc<MemoryStore>, String)> = kept
-        .iter()
-        .map(|(store, json)| {
-            let r: dmdelegate::SessionRecord = serde_json::from_str(json).expect("reads back");
-            (store.clone(), r.session_id)
-        })
-        .collect();
     let before_removal = alloc::live_bytes();
-    for (store, id) in &ids_to_remove {
+    for (store, id, _) in &kept {
         store.remove(id).await.expect("store");
     }
     let store = before_removal.saturating_sub(alloc::live_bytes());
-    for (s, json) in &kept {
+    for (s, _, json) in &kept {
         let r: dmdelegate::SessionRecord = serde_json::from_str(json).expect("reads back");
         s.save(&r).await.expect("store");
     }
-    drop((kept, ids_to_remove));
+    drop(kept);
     let released = Instant::now();
     let mut errors_connect = 0usize;
     for i in 0..k {
@@ -633,7 +626,13 @@ fn main() {
     rt.block_on(async {
         if want("delegations") {
             out.extend(limit(a.n, a.concurrency, a.rounds).await);
-            let m3 = delegations(Method::DelegatingInitiatesBootstrap, a.n, a.concurrency).await;
+            let m3 = delegations(
+                Method::DelegatingInitiatesBootstrap,
+                a.n,
+                a.concurrency,
+                pair::Link::Https,
+            )
+            .await;
             out.insert("method3_full".into(), m3);
         }
         if want("codec") {

@@ -1,17 +1,18 @@
 //! Two delegation servers over loopback mutual TLS (the facade every binding wraps), with
 //! simulated devices in process and DMS-2's Bootstrap Server.
 
-use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use async_trait::async_trait;
-use dmdelegate::sim::{provision_sample_tree, SimBootstrapServer, SimDevice, SimHost};
+use dmdelegate::sim::{
+    provision_sample_tree, InProcessNetwork, SimBootstrapServer, SimDevice, SimHost,
+};
 use dmdelegate::{
     ClientCommand, CommandOutput, DelegationInfo, DelegationOffer, DelegationType, DeviceError,
-    DeviceInfo, DmAcc, Event, EventKind, Host, HostError, MemoryStore, Message, Method,
-    PolicyDecision, SessionInfo, SessionStore, State, Transport, TransportError,
+    DeviceInfo, DmAcc, Event, EventKind, Host, HostError, MemoryStore, Method, PolicyDecision,
+    SessionInfo, SessionStore, State,
 };
 use dmdelegate_net::{
     route_bootstrap, HttpsOptions, Identity, Peer, Server, ServerOptions, StartDelegation, TestPki,
@@ -63,84 +64,38 @@ impl Host for Quiet {
 pub enum Link {
     /// The HTTPS binding over loopback mutual TLS.
     Https,
-    /// [`InProcess`]: everything but HTTP and TLS.
+    /// The simulator's [`InProcessNetwork`]: each message encoded and handed to the other
+    /// server's engine, no HTTP or TLS. What a delegation costs beyond the binding.
     InProcess,
-}
-
-/// Hands each message, encoded, to the other server's [`Server::receive`] in a task (as
-/// the HTTPS endpoint hands it to the engine), one task per session at a time so a
-/// session's messages keep their order. Measures what a delegation costs beyond the
-/// HTTPS binding.
-#[derive(Default)]
-struct InProcess {
-    to: OnceLock<Weak<Server>>,
-    /// Per session: documents waiting, with their sender.
-    lanes: Mutex<HashMap<String, VecDeque<(String, String)>>>,
-    delivered: Arc<AtomicU64>,
-}
-
-impl InProcess {
-    fn pop(&self, session: &str) -> Option<(String, String)> {
-        let mut lanes = self.lanes.lock().expect("lanes");
-        let next = lanes.get_mut(session).and_then(VecDeque::pop_front);
-        if next.is_none() {
-            lanes.remove(session);
-        }
-        next
-    }
-}
-
-/// The [`Transport`] handle of an [`InProcess`] link (its task needs the Arc).
-struct InProcessSender(Arc<InProcess>);
-
-#[async_trait]
-impl Transport for InProcessSender {
-    async fn send(&self, message: &Message) -> Result<(), TransportError> {
-        let link = &self.0;
-        let document = (message.to_xml(), message.header.sender.clone());
-        let session = message.header.session_id.clone();
-        link.delivered.fetch_add(1, Ordering::Relaxed);
-        {
-            let mut lanes = link.lanes.lock().expect("lanes");
-            if let Some(waiting) = lanes.get_mut(&session) {
-                waiting.push_back(document);
-                return Ok(());
-            }
-            lanes.insert(session.clone(), VecDeque::from([document]));
-        }
-        let this = link.clone();
-        tokio::spawn(async move {
-            while let Some((xml, sender)) = this.pop(&session) {
-                let Some(to) = this.to.get().and_then(Weak::upgrade) else {
-                    break;
-                };
-                if let Err(e) = to.receive(xml.as_bytes(), Some(&sender)).await {
-                    eprintln!("in-process delivery refused: {e}");
-                }
-            }
-        });
-        Ok(())
-    }
 }
 
 /// The two servers, their stores and devices.
 pub struct Pair {
-    pub dms1: Arc<Server>,
-    pub dms2: Arc<Server>,
+    pub dms1: Server,
+    pub dms2: Server,
     pub store1: Arc<MemoryStore>,
     pub store2: Arc<MemoryStore>,
     /// DMS-1's sessions that reached AwaitingConfirm so far.
     pub awaiting_confirm: Arc<AtomicUsize>,
-    /// Messages the in-process link delivered.
-    in_process: Option<[Arc<AtomicU64>; 2]>,
+    /// The in-process link, when the servers use it.
+    network: Option<Arc<InProcessNetwork>>,
 }
 
 impl Pair {
     /// Messages delivered between the servers so far, both ways.
     pub fn delivered(&self) -> u64 {
-        match &self.in_process {
-            Some([a, b]) => a.load(Ordering::Relaxed) + b.load(Ordering::Relaxed),
+        match &self.network {
+            Some(network) => network.trace().len() as u64,
             None => self.dms1.delivery_stats().delivered + self.dms2.delivery_stats().delivered,
+        }
+    }
+}
+
+impl Drop for Pair {
+    fn drop(&mut self) {
+        // The network holds both engines and they hold it: break the cycle.
+        if let Some(network) = &self.network {
+            network.clear();
         }
     }
 }
@@ -188,10 +143,7 @@ pub async fn start_linked(devices: usize, route_devices: bool, link: Link) -> Pa
     let awaiting_confirm = Arc::new(AtomicUsize::new(0));
     let host2: Arc<dyn Host> = Arc::new(Quiet(host2, Arc::new(AtomicUsize::new(0))));
     let listen: SocketAddr = "127.0.0.1:0".parse().expect("address");
-    let (to1, to2) = (
-        Arc::new(InProcess::default()),
-        Arc::new(InProcess::default()),
-    );
+    let network = Arc::new(InProcessNetwork::new());
     let options = |id: &str, identity: &Identity, store: Arc<MemoryStore>| {
         let wire = match link {
             Link::Https => Wire::Https {
@@ -201,8 +153,7 @@ pub async fn start_linked(devices: usize, route_devices: bool, link: Link) -> Pa
                 peers: Vec::new(),
                 options: HttpsOptions::default(),
             },
-            Link::InProcess if id == DMS1 => Wire::Custom(Arc::new(InProcessSender(to2.clone()))),
-            Link::InProcess => Wire::Custom(Arc::new(InProcessSender(to1.clone()))),
+            Link::InProcess => Wire::Custom(network.clone()),
         };
         let mut o = ServerOptions::new(id, wire);
         o.store = Some(store as Arc<dyn SessionStore>);
@@ -218,8 +169,7 @@ pub async fn start_linked(devices: usize, route_devices: bool, link: Link) -> Pa
     let dms2 = Server::start(options(DMS2, &id2, store2.clone()), host2)
         .await
         .expect("DMS-2");
-    let (dms1, dms2) = (Arc::new(dms1), Arc::new(dms2));
-    let in_process = match link {
+    let network = match link {
         Link::Https => {
             let peer = |id: &str, s: &Server| Peer {
                 server_id: id.into(),
@@ -232,9 +182,9 @@ pub async fn start_linked(devices: usize, route_devices: bool, link: Link) -> Pa
             None
         }
         Link::InProcess => {
-            let _ = to1.to.set(Arc::downgrade(&dms1));
-            let _ = to2.to.set(Arc::downgrade(&dms2));
-            Some([to1.delivered.clone(), to2.delivered.clone()])
+            network.attach(dms1.engine());
+            network.attach(dms2.engine());
+            Some(network)
         }
     };
     if route_devices {
@@ -248,7 +198,7 @@ pub async fn start_linked(devices: usize, route_devices: bool, link: Link) -> Pa
         store1,
         store2,
         awaiting_confirm,
-        in_process,
+        network,
     }
 }
 

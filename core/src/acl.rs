@@ -93,6 +93,13 @@ pub enum Grantees {
     Servers(Vec<String>),
 }
 
+impl Grantees {
+    /// True when `server_id` is listed by name (not through `*`).
+    fn names(&self, server_id: &str) -> bool {
+        matches!(self, Grantees::Servers(ids) if ids.iter().any(|i| i == server_id))
+    }
+}
+
 /// A parsed ACL. Entries keep the canonical command order; an empty ACL inherits.
 ///
 /// Copy-on-write: a clone shares the entries (every read of a device tree copies every
@@ -213,9 +220,7 @@ impl Acl {
     pub fn commands_naming(&self, server_id: &str) -> Vec<AclCommand> {
         self.entries()
             .iter()
-            .filter(
-                |(_, g)| matches!(g, Grantees::Servers(ids) if ids.iter().any(|i| i == server_id)),
-            )
+            .filter(|(_, g)| g.names(server_id))
             .map(|(c, _)| *c)
             .collect()
     }
@@ -239,8 +244,7 @@ impl Acl {
 
     /// Removes `server_id` from every entry; an entry left with nobody is dropped.
     pub fn scrub(&mut self, server_id: &str) {
-        let named = |(_, g): &(AclCommand, Grantees)| matches!(g, Grantees::Servers(ids) if ids.iter().any(|i| i == server_id));
-        if !self.entries().iter().any(named) {
+        if !self.entries().iter().any(|(_, g)| g.names(server_id)) {
             // Nothing changes: a shared ACL stays shared.
             return;
         }

@@ -255,10 +255,7 @@ impl Node {
         visit(uri, self);
         for c in &self.children {
             let len = uri.len();
-            if len > 0 {
-                uri.push('/');
-            }
-            uri.push_str(&c.name);
+            push_child(uri, &c.name);
             c.walk_in(uri, visit);
             uri.truncate(len);
         }
@@ -324,11 +321,18 @@ impl MgmtTree {
 
 /// Joins a parent URI and a child name.
 pub fn child_uri(parent: &str, name: &str) -> String {
-    if parent.is_empty() {
-        name.to_string()
-    } else {
-        format!("{parent}/{name}")
+    let mut uri = String::with_capacity(parent.len() + 1 + name.len());
+    uri.push_str(parent);
+    push_child(&mut uri, name);
+    uri
+}
+
+/// Appends the segment `name` to the URI in `uri` (`/` unless `uri` is empty).
+fn push_child(uri: &mut String, name: &str) {
+    if !uri.is_empty() {
+        uri.push('/');
     }
+    uri.push_str(name);
 }
 
 /// Splits an absolute DM Tree URI (`.` or `./A/B`) into its segments, validating it.

@@ -158,10 +158,7 @@ impl Clone for JournalEntry {
     /// every time makes the two worker threads fight over those counters.
     fn clone_from(&mut self, source: &Self) {
         share(&mut self.command, &source.command);
-        match (&mut self.inverse, &source.inverse) {
-            (Some(mine), Some(theirs)) => share(mine, theirs),
-            (mine, theirs) => mine.clone_from(theirs),
-        }
+        share_optional(&mut self.inverse, &source.inverse);
         self.status = source.status;
         self.finalizing = source.finalizing;
     }
@@ -171,6 +168,14 @@ impl Clone for JournalEntry {
 fn share<T>(mine: &mut Arc<T>, theirs: &Arc<T>) {
     if !Arc::ptr_eq(mine, theirs) {
         *mine = theirs.clone();
+    }
+}
+
+/// [`share`] for an optional pointer.
+fn share_optional<T>(mine: &mut Option<Arc<T>>, theirs: &Option<Arc<T>>) {
+    match (mine, theirs) {
+        (Some(mine), Some(theirs)) => share(mine, theirs),
+        (mine, theirs) => mine.clone_from(theirs),
     }
 }
 
@@ -242,32 +247,30 @@ pub struct SessionRecord {
 
 impl Clone for SessionRecord {
     fn clone(&self) -> Self {
-        let mut copy = SessionRecord {
-            session_id: String::new(),
+        SessionRecord {
+            session_id: self.session_id.clone(),
             role: self.role,
             method: self.method,
             delegation_type: self.delegation_type,
-            peer: String::new(),
+            peer: self.peer.clone(),
             info: self.info.clone(),
-            expires: None,
+            expires: self.expires,
             state: self.state,
-            next_seq: 0,
-            last_peer_seq: 0,
-            deadline: None,
-            account: None,
-            bootstrap_url: None,
-            installed_account: None,
-            own_account_uri: None,
-            preexisting_peer_accounts: None,
-            cleanup: Vec::new(),
-            journal: Vec::new(),
-            reason: None,
-            history: Vec::new(),
+            next_seq: self.next_seq,
+            last_peer_seq: self.last_peer_seq,
+            deadline: self.deadline,
+            account: self.account.clone(),
+            bootstrap_url: self.bootstrap_url.clone(),
+            installed_account: self.installed_account.clone(),
+            own_account_uri: self.own_account_uri.clone(),
+            preexisting_peer_accounts: self.preexisting_peer_accounts.clone(),
+            cleanup: self.cleanup.clone(),
+            journal: self.journal.clone(),
+            reason: self.reason.clone(),
+            history: self.history.clone(),
             created: self.created,
             updated: self.updated,
-        };
-        copy.clone_from(self);
-        copy
+        }
     }
 
     /// Field by field, reusing this record's buffers: an in-memory store overwrites its
@@ -312,10 +315,7 @@ impl Clone for SessionRecord {
         self.next_seq = *next_seq;
         self.last_peer_seq = *last_peer_seq;
         self.deadline = *deadline;
-        match (&mut self.account, account) {
-            (Some(mine), Some(theirs)) => share(mine, theirs),
-            (mine, theirs) => mine.clone_from(theirs),
-        }
+        share_optional(&mut self.account, account);
         self.bootstrap_url.clone_from(bootstrap_url);
         self.installed_account.clone_from(installed_account);
         self.own_account_uri.clone_from(own_account_uri);
