@@ -775,8 +775,8 @@ fn message_from_element(root: &Element) -> Result<Message, DecodeError> {
     let body = match body_el.name() {
         "Notif" => Body::Notif(notif_from_element(&body_el, &here)?),
         "Res" => {
-            body_el.only_children(&["Ack", "Nack"], &here)?;
-            match (body_el.child("Ack"), body_el.child("Nack")) {
+            let [ack, nack] = body_el.fields(["Ack", "Nack"], &here)?;
+            match (ack.element(), nack.element()) {
                 (Some(ack), None) => empty_body(&ack, &here.child("Ack"), Body::Ack)?,
                 (None, Some(n)) => Body::Nack(reason_from_element(&n, &here.child("Nack"))?),
                 _ => {
@@ -788,12 +788,10 @@ fn message_from_element(root: &Element) -> Result<Message, DecodeError> {
             }
         }
         "Start" => {
-            body_el.only_children(&["DMAcc"], &here)?;
+            let [acc] = body_el.fields(["DMAcc"], &here)?;
             let acc_path = here.child("DMAcc");
-            let acc_el = body_el.required_child("DMAcc", &here)?;
-            acc_el.only_children(&["MgmtTree"], &acc_path)?;
-            let tree =
-                mgmt_tree_from_element(&acc_el.required_child("MgmtTree", &acc_path)?, &acc_path)?;
+            let [tree] = acc.required(&here)?.fields(["MgmtTree"], &acc_path)?;
+            let tree = mgmt_tree_from_element(&tree.required(&acc_path)?, &acc_path)?;
             let node: Node = match <[Node; 1]>::try_from(tree.nodes) {
                 Ok([one]) => one,
                 Err(_) => {
@@ -817,8 +815,8 @@ fn message_from_element(root: &Element) -> Result<Message, DecodeError> {
         "Failure" => Body::Failure(reason_from_element(&body_el, &here)?),
         "BootstrapURLRequest" => empty_body(&body_el, &here, Body::BootstrapUrlRequest)?,
         "BootstrapURL" => {
-            body_el.only_children(&["URL"], &here)?;
-            Body::BootstrapUrl(body_el.required_text("URL", &here)?.to_string())
+            let [url] = body_el.fields(["URL"], &here)?;
+            Body::BootstrapUrl(url.required_text(&here)?.to_string())
         }
         other => {
             return Err(DecodeError::UnknownMessageType {
@@ -853,7 +851,7 @@ fn same_namespace(el: &Element, path: &Path) -> Result<(), DecodeError> {
 }
 
 fn empty_body(el: &Element, here: &Path, body: Body) -> Result<Body, DecodeError> {
-    el.only_children(&[], here)?;
+    el.no_children(here)?;
     if !el.text().trim().is_empty() {
         return Err(invalid(here.to_string(), "must be empty"));
     }
@@ -862,8 +860,8 @@ fn empty_body(el: &Element, here: &Path, body: Body) -> Result<Body, DecodeError
 
 fn header_from_element(el: &Element) -> Result<Header, DecodeError> {
     let here = "Delegation/Header";
-    el.only_children(
-        &[
+    let [session_id, seq, sender, recipient, method, timestamp] = el.fields(
+        [
             "SessionID",
             "Seq",
             "Sender",
@@ -873,11 +871,11 @@ fn header_from_element(el: &Element) -> Result<Header, DecodeError> {
         ],
         here,
     )?;
-    let seq_text = el.required_text("Seq", here)?;
+    let seq_text = seq.required_text(here)?;
     let seq = seq_text
         .parse::<u32>()
         .map_err(|e| invalid(join(here, "Seq"), format!("`{seq_text}`: {e}")))?;
-    let method_text = el.required_text("Method", here)?;
+    let method_text = method.required_text(here)?;
     let method = method_text
         .parse::<u8>()
         .ok()
@@ -888,41 +886,46 @@ fn header_from_element(el: &Element) -> Result<Header, DecodeError> {
                 format!("`{method_text}` is not 1 to 4"),
             )
         })?;
-    let timestamp = Timestamp::parse_rfc3339(el.required_text("Timestamp", here)?)
+    let timestamp = Timestamp::parse_rfc3339(timestamp.required_text(here)?)
         .map_err(|r| invalid(join(here, "Timestamp"), r))?;
     Ok(Header {
-        session_id: el.required_text("SessionID", here)?.to_string(),
+        session_id: session_id.required_text(here)?.to_string(),
         seq,
-        sender: el.required_text("Sender", here)?.to_string(),
-        recipient: el.required_text("Recipient", here)?.to_string(),
+        sender: sender.required_text(here)?.to_string(),
+        recipient: recipient.required_text(here)?.to_string(),
         method,
         timestamp,
     })
 }
 
 fn notif_from_element(el: &Element, here: &Path) -> Result<Notif, DecodeError> {
-    el.only_children(&["DMServerID", "DelType", "DelInfo", "Expires"], here)?;
-    let dt = el.required_text("DelType", here)?;
+    let [dm_server_id, del_type, info, expires] =
+        el.fields(["DMServerID", "DelType", "DelInfo", "Expires"], here)?;
+    let dt = del_type.required_text(here)?;
     let delegation_type = dt
         .parse::<DelegationType>()
         .map_err(|r| invalid(join(here, "DelType"), r))?;
     let info_path = here.child("DelInfo");
-    let info_el = el.required_child("DelInfo", here)?;
-    info_el.only_children(&["Device", "Subtree"], &info_path)?;
+    let info_el = info.required(here)?;
+    let [device, first_subtree] = info_el.fields(["Device", "Subtree"], &info_path)?;
     let dev_path = info_path.child("Device");
-    let dev_el = info_el.required_child("Device", &info_path)?;
-    dev_el.only_children(&["DevID", "Man", "Mod"], &dev_path)?;
+    let [device_id, manufacturer, model] = device
+        .required(&info_path)?
+        .fields(["DevID", "Man", "Mod"], &dev_path)?;
     let device = DeviceInfo {
-        device_id: dev_el.required_text("DevID", &dev_path)?.to_string(),
-        manufacturer: dev_el.required_text("Man", &dev_path)?.to_string(),
-        model: dev_el.required_text("Mod", &dev_path)?.to_string(),
+        device_id: device_id.required_text(&dev_path)?.to_string(),
+        manufacturer: manufacturer.required_text(&dev_path)?.to_string(),
+        model: model.required_text(&dev_path)?.to_string(),
     };
     let mut subtrees = Vec::new();
-    for (i, s) in info_el.children_named("Subtree").enumerate() {
+    let listed = first_subtree
+        .element()
+        .map(|_| info_el.children_named("Subtree"));
+    for (i, s) in listed.into_iter().flatten().enumerate() {
         let base = info_path.nth("Subtree", i + 1);
-        s.only_children(&["URI", "Rights"], &base)?;
-        let rights = s
-            .required_text("Rights", &base)?
+        let [uri, rights] = s.fields(["URI", "Rights"], &base)?;
+        let rights = rights
+            .required_text(&base)?
             .split([' ', '\t', '\n', '\r'])
             .filter(|r| !r.is_empty())
             .map(|r| {
@@ -931,18 +934,18 @@ fn notif_from_element(el: &Element, here: &Path) -> Result<Notif, DecodeError> {
             })
             .collect::<Result<Vec<_>, _>>()?;
         subtrees.push(DelegatedSubtree {
-            uri: s.required_text("URI", &base)?.to_string(),
+            uri: uri.required_text(&base)?.to_string(),
             rights,
         });
     }
-    let expires = match el.optional_text("Expires") {
+    let expires = match expires.text() {
         Some(t) => {
             Some(Timestamp::parse_rfc3339(t).map_err(|r| invalid(join(here, "Expires"), r))?)
         }
         None => None,
     };
     Ok(Notif {
-        dm_server_id: el.required_text("DMServerID", here)?.to_string(),
+        dm_server_id: dm_server_id.required_text(here)?.to_string(),
         delegation_type,
         info: DelegationInfo { device, subtrees },
         expires,
@@ -950,14 +953,14 @@ fn notif_from_element(el: &Element, here: &Path) -> Result<Notif, DecodeError> {
 }
 
 fn reason_from_element(el: &Element, here: &Path) -> Result<Reason, DecodeError> {
-    el.only_children(&["Code", "Text"], here)?;
-    let code_text = el.required_text("Code", here)?;
+    let [code, text] = el.fields(["Code", "Text"], here)?;
+    let code_text = code.required_text(here)?;
     let code = code_text
         .parse::<u16>()
         .map_err(|e| invalid(join(here, "Code"), format!("`{code_text}`: {e}")))?;
     Ok(Reason {
         code,
-        text: el.required_text("Text", here)?.to_string(),
+        text: text.required_text(here)?.to_string(),
     })
 }
 

@@ -446,42 +446,39 @@ pub(crate) fn mgmt_tree_from_element(el: &Element, path: &Path) -> Result<MgmtTr
             found: el.ns().unwrap_or_default().to_string(),
         });
     }
-    el.only_children(&["VerDTD", "Man", "Mod", "Node"], &here)?;
-    let ver_dtd = el.required_text("VerDTD", &here)?.to_string();
+    let [ver_dtd, man, model, first_node] = el.fields(["VerDTD", "Man", "Mod", "Node"], &here)?;
+    let ver_dtd = ver_dtd.required_text(&here)?.to_string();
     if ver_dtd != "1.2" {
         return Err(DecodeError::InvalidField {
             field: join(&here, "VerDTD"),
             reason: format!("`{ver_dtd}` is not 1.2"),
         });
     }
+    first_node.required(&here)?;
     let nodes = el
         .children_named("Node")
         .enumerate()
         .map(|(i, n)| node_from_element(&n, &here.nth("Node", i + 1)))
         .collect::<Result<Vec<_>, _>>()?;
-    if nodes.is_empty() {
-        return Err(DecodeError::MissingField {
-            field: join(&here, "Node"),
-        });
-    }
     Ok(MgmtTree {
         ver_dtd,
-        man: el.optional_text("Man").map(str::to_string),
-        model: el.optional_text("Mod").map(str::to_string),
+        man: man.text().map(str::to_string),
+        model: model.text().map(str::to_string),
         nodes,
     })
 }
 
 fn node_from_element(el: &Element, here: &Path) -> Result<Node, DecodeError> {
-    el.only_children(&["NodeName", "Path", "RTProperties", "Node", "Value"], here)?;
-    let name = el.required_text("NodeName", here)?.to_string();
+    let [name, path, props, first_child, value] =
+        el.fields(["NodeName", "Path", "RTProperties", "Node", "Value"], here)?;
+    let name = name.required_text(here)?.to_string();
     if name.is_empty() || name.contains(['/', '?']) {
         return Err(DecodeError::InvalidField {
             field: join(here, "NodeName"),
             reason: format!("`{name}` is not a node name"),
         });
     }
-    let path = match el.optional_text("Path") {
+    let path = match path.text() {
         Some(p) => {
             uri_segments(p).map_err(|reason| DecodeError::InvalidField {
                 field: join(here, "Path"),
@@ -491,17 +488,20 @@ fn node_from_element(el: &Element, here: &Path) -> Result<Node, DecodeError> {
         }
         None => None,
     };
-    let props = el
-        .child("RTProperties")
+    let props = props
+        .element()
         .map(|p| props_from_element(&p, &here.child("RTProperties")))
         .transpose()?;
-    let children = el
-        .children_named("Node")
-        .enumerate()
-        .map(|(i, n)| node_from_element(&n, &here.nth("Node", i + 1)))
-        .collect::<Result<Vec<_>, _>>()?;
+    let children = match first_child.element() {
+        Some(_) => el
+            .children_named("Node")
+            .enumerate()
+            .map(|(i, n)| node_from_element(&n, &here.nth("Node", i + 1)))
+            .collect::<Result<Vec<_>, _>>()?,
+        None => Vec::new(),
+    };
     // Leaf values keep their exact text; only surrounding layout is dropped elsewhere.
-    let value = el.child("Value").map(|v| v.text().to_string());
+    let value = value.element().map(|v| v.text().to_string());
     if value.is_some() && !children.is_empty() {
         return Err(DecodeError::InvalidField {
             field: here.to_string(),
@@ -518,13 +518,13 @@ fn node_from_element(el: &Element, here: &Path) -> Result<Node, DecodeError> {
 }
 
 fn props_from_element(el: &Element, here: &Path) -> Result<RtProperties, DecodeError> {
-    el.only_children(
-        &[
+    let [acl, format, name, size, title, tstamp, node_type, ver_no] = el.fields(
+        [
             "ACL", "Format", "Name", "Size", "Title", "TStamp", "Type", "VerNo",
         ],
         here,
     )?;
-    let acl = match el.optional_text("ACL") {
+    let acl = match acl.text() {
         Some(t) => {
             let acl = Acl::parse(t).map_err(|e| match e {
                 DecodeError::InvalidField { reason, .. } => DecodeError::InvalidField {
@@ -537,7 +537,7 @@ fn props_from_element(el: &Element, here: &Path) -> Result<RtProperties, DecodeE
         }
         None => None,
     };
-    let format = match el.child("Format") {
+    let format = match format.element() {
         Some(f) => {
             let field = || join(here, "Format");
             let Some(only) = f.only_child() else {
@@ -557,17 +557,17 @@ fn props_from_element(el: &Element, here: &Path) -> Result<RtProperties, DecodeE
         }
         None => None,
     };
-    let size = match el.optional_text("Size") {
+    let size = match size.text() {
         Some(s) => Some(s.parse::<u64>().map_err(|e| DecodeError::InvalidField {
             field: join(here, "Size"),
             reason: e.to_string(),
         })?),
         None => None,
     };
-    let type_el = el.required_child("Type", here)?;
+    let type_el = node_type.required(here)?;
     let type_path = here.child("Type");
-    type_el.only_children(&["MIME", "DDFName"], &type_path)?;
-    let node_type = match (type_el.child("MIME"), type_el.child("DDFName")) {
+    let [mime, ddf_name] = type_el.fields(["MIME", "DDFName"], &type_path)?;
+    let node_type = match (mime.element(), ddf_name.element()) {
         (Some(m), None) => NodeType::Mime(m.text().trim().to_string()),
         (None, Some(d)) => NodeType::DdfName(d.text().trim().to_string()),
         _ => {
@@ -580,12 +580,12 @@ fn props_from_element(el: &Element, here: &Path) -> Result<RtProperties, DecodeE
     Ok(RtProperties {
         acl,
         format,
-        name: el.optional_text("Name").map(str::to_string),
+        name: name.text().map(str::to_string),
         size,
-        title: el.optional_text("Title").map(str::to_string),
-        tstamp: el.optional_text("TStamp").map(str::to_string),
+        title: title.text().map(str::to_string),
+        tstamp: tstamp.text().map(str::to_string),
         node_type,
-        ver_no: el.optional_text("VerNo").map(str::to_string),
+        ver_no: ver_no.text().map(str::to_string),
     })
 }
 

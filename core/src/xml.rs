@@ -190,25 +190,6 @@ impl<'d> Element<'d> {
         self.children().filter(move |c| c.name() == name)
     }
 
-    /// The text of a required child element, trimmed.
-    pub fn required_text<P: Display + ?Sized>(
-        &self,
-        name: &str,
-        path: &P,
-    ) -> Result<&'d str, DecodeError> {
-        match self.child(name) {
-            Some(c) => Ok(c.text().trim()),
-            None => Err(DecodeError::MissingField {
-                field: join(path, name),
-            }),
-        }
-    }
-
-    /// The text of an optional child element, trimmed.
-    pub fn optional_text(&self, name: &str) -> Option<&'d str> {
-        self.child(name).map(|c| c.text().trim())
-    }
-
     pub fn required_child<P: Display + ?Sized>(
         &self,
         name: &str,
@@ -219,26 +200,33 @@ impl<'d> Element<'d> {
         })
     }
 
-    /// Refuses any child element whose name is not in `allowed`.
-    pub fn only_children<P: Display + ?Sized>(
+    /// Sorts the child elements by name in one pass: the first child named `names[i]` is
+    /// in slot `i`. Refuses a child whose name is not in `names`, a second child of a
+    /// name that may not repeat, and text mixed with child elements.
+    pub fn fields<const N: usize, P: Display + ?Sized>(
         &self,
-        allowed: &[&str],
+        names: [&'static str; N],
         path: &P,
-    ) -> Result<(), DecodeError> {
-        for (i, c) in self.children().enumerate() {
+    ) -> Result<[Field<'d>; N], DecodeError> {
+        let mut slots = names.map(|name| Field { name, el: None });
+        for c in self.children() {
             let name = c.name();
-            if !allowed.contains(&name) {
+            let Some(slot) = slots.iter_mut().find(|s| s.name == name) else {
                 return Err(DecodeError::UnexpectedElement {
                     parent: path.to_string(),
                     element: name.to_string(),
                 });
-            }
-            // Only list elements repeat; a second scalar would be silently ignored otherwise.
-            if !REPEATABLE.contains(&name) && self.children().take(i).any(|p| p.name() == name) {
-                return Err(DecodeError::InvalidField {
-                    field: join(path, name),
-                    reason: "appears more than once".into(),
-                });
+            };
+            match slot.el {
+                None => slot.el = Some(c),
+                // Only list elements repeat; a second scalar would be silently ignored otherwise.
+                Some(_) if REPEATABLE.contains(&name) => {}
+                Some(_) => {
+                    return Err(DecodeError::InvalidField {
+                        field: join(path, name),
+                        reason: "appears more than once".into(),
+                    })
+                }
             }
         }
         if self.has_children() && !is_xml_blank(self.text()) {
@@ -247,7 +235,43 @@ impl<'d> Element<'d> {
                 reason: "text mixed with child elements".into(),
             });
         }
-        Ok(())
+        Ok(slots)
+    }
+
+    /// Refuses every child element, and text mixed with them.
+    pub fn no_children<P: Display + ?Sized>(&self, path: &P) -> Result<(), DecodeError> {
+        self.fields([], path).map(|[]| ())
+    }
+}
+
+/// The first child element of one name, as sorted by [`Element::fields`].
+#[derive(Clone, Copy)]
+pub(crate) struct Field<'d> {
+    name: &'static str,
+    el: Option<Element<'d>>,
+}
+
+impl<'d> Field<'d> {
+    /// The element, if present.
+    pub fn element(&self) -> Option<Element<'d>> {
+        self.el
+    }
+
+    /// The element's text, trimmed, if present.
+    pub fn text(&self) -> Option<&'d str> {
+        self.el.map(|c| c.text().trim())
+    }
+
+    /// The element, or a missing-field error naming `path/name`.
+    pub fn required<P: Display + ?Sized>(&self, path: &P) -> Result<Element<'d>, DecodeError> {
+        self.el.ok_or_else(|| DecodeError::MissingField {
+            field: join(path, self.name),
+        })
+    }
+
+    /// The element's text, trimmed, or a missing-field error naming `path/name`.
+    pub fn required_text<P: Display + ?Sized>(&self, path: &P) -> Result<&'d str, DecodeError> {
+        self.required(path).map(|c| c.text().trim())
     }
 }
 
