@@ -276,7 +276,9 @@ async fn delegate(
 async fn delegations(method: Method, n: usize, c: usize, link: pair::Link) -> serde_json::Value {
     let pair = warm_pair(method, n, link).await;
     // Device 0 was the warm-up; the n measured delegations use devices 1..=n.
-    delegation_json(method, delegate(&pair, method, 1..n + 1, c).await)
+    let phase = delegate(&pair, method, 1..n + 1, c).await;
+    pair::retire(pair).await;
+    delegation_json(method, phase)
 }
 
 fn delegation_json(method: Method, mut phase: Phase) -> serde_json::Value {
@@ -414,7 +416,7 @@ async fn limit(n: usize, c: usize, rounds: usize) -> serde_json::Map<String, ser
     // Where the gap is: the same delegations with the servers linked in process, no
     // HTTP or TLS. Its CPU per delegation is the protocol's own work (engine, codec,
     // store, device); the rest of the HTTPS figure is the binding's.
-    drop(pair);
+    pair::retire(pair).await;
     let local = delegations(method, n, c, pair::Link::InProcess).await;
     out.insert("method1_in_process".into(), local);
     out

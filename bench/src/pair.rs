@@ -91,6 +91,22 @@ impl Pair {
     }
 }
 
+/// Shuts both servers down and waits (up to 10 s) until no task holds their stores any
+/// more, then frees them: tearing down thousands of sessions costs CPU, which must not
+/// land in the next measured phase.
+pub async fn retire(pair: Arc<Pair>) {
+    pair.dms1.shutdown();
+    pair.dms2.shutdown();
+    let stores = (pair.store1.clone(), pair.store2.clone());
+    drop(pair);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while (Arc::strong_count(&stores.0) > 1 || Arc::strong_count(&stores.1) > 1)
+        && std::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
+
 impl Drop for Pair {
     fn drop(&mut self) {
         // The network holds both engines and they hold it: break the cycle.

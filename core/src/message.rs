@@ -187,19 +187,47 @@ impl Timestamp {
         let nanos = i128::from(self.0) * 1_000_000;
         let t = time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
             .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-        let base = format!(
-            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
-            t.year(),
-            u8::from(t.month()),
-            t.day(),
-            t.hour(),
-            t.minute(),
-            t.second()
-        );
-        match t.millisecond() {
-            0 => format!("{base}Z"),
-            ms => format!("{base}.{ms:03}Z"),
+        let Ok(year) = u32::try_from(t.year()) else {
+            // Before year 0: not representable, written as `format!` writes it.
+            return format!(
+                "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}{}Z",
+                t.year(),
+                u8::from(t.month()),
+                t.day(),
+                t.hour(),
+                t.minute(),
+                t.second(),
+                match t.millisecond() {
+                    0 => String::new(),
+                    ms => format!(".{ms:03}"),
+                }
+            );
+        };
+        // Written digit by digit: this runs for every message encoded.
+        fn digits(out: &mut String, v: u32, width: u32) {
+            let width = width.max(v.checked_ilog10().unwrap_or(0) + 1);
+            for place in (0..width).rev() {
+                out.push(char::from(b'0' + (v / 10u32.pow(place) % 10) as u8));
+            }
         }
+        let mut out = String::with_capacity(24);
+        digits(&mut out, year, 4);
+        for (sep, v) in [
+            ('-', u32::from(u8::from(t.month()))),
+            ('-', u32::from(t.day())),
+            ('T', u32::from(t.hour())),
+            (':', u32::from(t.minute())),
+            (':', u32::from(t.second())),
+        ] {
+            out.push(sep);
+            digits(&mut out, v, 2);
+        }
+        if t.millisecond() != 0 {
+            out.push('.');
+            digits(&mut out, u32::from(t.millisecond()), 3);
+        }
+        out.push('Z');
+        out
     }
 
     /// The earliest time the wire format carries: 0000-01-01T00:00:00Z.
@@ -536,7 +564,13 @@ impl Message {
     /// Encodes the message as its XML document. Call [`Message::validate`] first for a
     /// message built by hand: encoding does not check values.
     pub fn to_xml(&self) -> String {
-        let mut w = XmlWriter::new();
+        // START carries an account (about 4 KB); the other messages fit in 1 KB.
+        let bytes = if matches!(self.body, Body::Start(_)) {
+            6144
+        } else {
+            1024
+        };
+        let mut w = XmlWriter::with_capacity(bytes);
         w.declaration();
         w.open_attrs(
             "Delegation",
@@ -973,6 +1007,18 @@ mod tests {
         let t = Timestamp(1_763_700_000_123);
         assert_eq!(Timestamp::parse_rfc3339(&t.to_rfc3339()).unwrap(), t);
         assert_eq!(Timestamp(0).to_rfc3339(), "1970-01-01T00:00:00Z");
+        assert_eq!(Timestamp::MIN.to_rfc3339(), "0000-01-01T00:00:00Z");
+        assert_eq!(Timestamp::MAX.to_rfc3339(), "9999-12-31T23:59:59.999Z");
+        assert_eq!(Timestamp(1_005).to_rfc3339(), "1970-01-01T00:00:01.005Z");
+        // Outside what RFC 3339 carries (validation refuses these), as before.
+        assert_eq!(
+            Timestamp(Timestamp::MAX.0 + 1).to_rfc3339(),
+            "1970-01-01T00:00:00Z"
+        );
+        assert_eq!(
+            Timestamp(Timestamp::MIN.0 - 86_400_000).to_rfc3339(),
+            "-001-12-31T00:00:00Z"
+        );
         assert_eq!(
             Timestamp::parse_rfc3339("2026-11-21T12:00:00+01:00").unwrap(),
             Timestamp::parse_rfc3339("2026-11-21T11:00:00Z").unwrap()
