@@ -85,7 +85,7 @@ impl Pair {
     /// Messages delivered between the servers so far, both ways.
     pub fn delivered(&self) -> u64 {
         match &self.network {
-            Some(network) => network.trace().len() as u64,
+            Some(network) => network.sent(),
             None => self.dms1.delivery_stats().delivered + self.dms2.delivery_stats().delivered,
         }
     }

@@ -361,15 +361,15 @@ async fn impostors_wrong_recipients_and_unknown_sessions_are_refused() {
 
     let mut unknown = msg.clone();
     unknown.header.session_id = "nobody-knows".into();
-    let sent_before = tb.network.trace().len();
+    let sent_before = tb.network.sent();
     let err = tb
         .dms2
         .receive(&unknown, Some(Testbed::DMS1))
         .await
         .unwrap_err();
     assert!(matches!(err, Error::UnknownSession(_)), "{err}");
+    assert_eq!(tb.network.sent(), sent_before + 1);
     let trace = tb.network.trace();
-    assert_eq!(trace.len(), sent_before + 1);
     assert!(trace.last().unwrap().contains("DELEGATION_FAILURE"));
     assert!(
         tb.dms2.session("nobody-knows").await.is_err(),

@@ -43,7 +43,7 @@ struct DeviceState {
     log: Vec<String>,
     /// Whether commands are added to `log` (a long run can turn it off: it only grows).
     logging: bool,
-    sessions: Vec<String>,
+    sessions: std::collections::VecDeque<String>,
     on_trigger: Option<TriggerHook>,
     /// Triggers already acted on: a device bootstraps once per trigger.
     fired: Vec<String>,
@@ -100,7 +100,7 @@ impl SimDevice {
                 faults: Vec::new(),
                 log: Vec::new(),
                 logging: true,
-                sessions: Vec::new(),
+                sessions: std::collections::VecDeque::new(),
                 on_trigger: None,
                 fired: Vec::new(),
             }),
@@ -179,9 +179,10 @@ impl SimDevice {
         self.lock().log.clone()
     }
 
-    /// ServerIDs that opened DM sessions, in order.
+    /// ServerIDs that opened DM sessions, in order: the last
+    /// [`super::SIM_LOG_CAPACITY`] of them.
     pub fn sessions(&self) -> Vec<String> {
-        self.lock().sessions.clone()
+        self.lock().sessions.iter().cloned().collect()
     }
 
     /// The whole tree, with ACLs and values, as TNDS: compare dumps to prove nothing changed.
@@ -268,7 +269,7 @@ impl SimDevice {
                 uri: "./DevInfo/DevId".into(),
             },
         )?;
-        self.lock().sessions.push(server_id.to_string());
+        super::push_bounded(&mut self.lock().sessions, server_id.to_string());
         Ok(())
     }
 

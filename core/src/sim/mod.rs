@@ -8,6 +8,18 @@ mod host;
 mod network;
 mod testbed;
 
+/// How many entries the simulator's logs keep (the most recent): the network's trace and
+/// a device's sessions. A soak run of millions of messages must not grow them forever.
+pub const SIM_LOG_CAPACITY: usize = 4096;
+
+/// Appends `entry` to a log kept at [`SIM_LOG_CAPACITY`] entries.
+fn push_bounded(log: &mut std::collections::VecDeque<String>, entry: String) {
+    if log.len() == SIM_LOG_CAPACITY {
+        log.pop_front();
+    }
+    log.push_back(entry);
+}
+
 pub use bootstrap::SimBootstrapServer;
 pub use device::{BootstrapTrigger, DeviceFault, SimDevice, TriggerHook};
 pub use host::{HostFaults, SimHost};
@@ -50,4 +62,21 @@ pub fn describe_changes(
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bounded_logs_keep_the_most_recent_entries() {
+        let mut log = std::collections::VecDeque::new();
+        for i in 0..SIM_LOG_CAPACITY + 10 {
+            push_bounded(&mut log, i.to_string());
+        }
+        assert_eq!(log.len(), SIM_LOG_CAPACITY);
+        assert_eq!(log.front().map(String::as_str), Some("10"));
+        let last = (SIM_LOG_CAPACITY + 9).to_string();
+        assert_eq!(log.back(), Some(&last));
+    }
 }

@@ -1,7 +1,8 @@
 //! An in-process network: delivers each message, encoded to XML and decoded again, to the
 //! server it is addressed to, with faults to inject.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use async_trait::async_trait;
@@ -27,7 +28,8 @@ pub enum LinkFault {
 pub struct InProcessNetwork {
     servers: Mutex<HashMap<String, DelegationServer>>,
     faults: Mutex<Vec<(MessageKind, LinkFault)>>,
-    trace: Mutex<Vec<String>>,
+    trace: Mutex<VecDeque<String>>,
+    sent: AtomicU64,
 }
 
 impl std::fmt::Debug for InProcessNetwork {
@@ -66,9 +68,17 @@ impl InProcessNetwork {
             .push((kind, fault));
     }
 
-    /// Every message sent, as `sender -> recipient: KIND #seq`.
+    /// The messages sent, oldest first, as `sender -> recipient: KIND #seq`: the last
+    /// [`super::SIM_LOG_CAPACITY`] of them.
     pub fn trace(&self) -> Vec<String> {
-        self.trace.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        let trace = self.trace.lock().unwrap_or_else(|p| p.into_inner());
+        trace.iter().cloned().collect()
+    }
+
+    /// How many messages were sent in all (what [`InProcessNetwork::trace`] would hold
+    /// if it were not bounded).
+    pub fn sent(&self) -> u64 {
+        self.sent.load(Ordering::Relaxed)
     }
 }
 
@@ -76,16 +86,18 @@ impl InProcessNetwork {
 impl Transport for InProcessNetwork {
     async fn send(&self, message: &Message) -> Result<(), TransportError> {
         let h = &message.header;
-        self.trace
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(format!(
-                "{} -> {}: {} #{}",
-                h.sender,
-                h.recipient,
-                message.body.kind(),
-                h.seq
-            ));
+        let line = format!(
+            "{} -> {}: {} #{}",
+            h.sender,
+            h.recipient,
+            message.body.kind(),
+            h.seq
+        );
+        super::push_bounded(
+            &mut self.trace.lock().unwrap_or_else(|p| p.into_inner()),
+            line,
+        );
+        self.sent.fetch_add(1, Ordering::Relaxed);
         let fault = {
             let mut faults = self.faults.lock().unwrap_or_else(|p| p.into_inner());
             faults

@@ -43,7 +43,7 @@ pub async fn settle(tb: &Testbed) {
     let mut quiet = 0;
     for _ in 0..400 {
         tokio::time::sleep(Duration::from_millis(2)).await;
-        let n = tb.network.trace().len() + tb.device.log().len();
+        let n = tb.network.sent() as usize + tb.device.log().len();
         if n == last {
             quiet += 1;
             if quiet >= 10 {
