@@ -157,7 +157,11 @@ pub struct TransportError {
 /// in the order `send` is called (the engine awaits each send before the next).
 #[async_trait]
 pub trait Transport: Send + Sync {
-    /// Sends one message; `Ok` once the peer has accepted it for processing.
+    /// Sends one message. `Ok` means the transport has taken it: either the peer accepted
+    /// it for processing, or (a transport that delivers in the background, as the HTTPS
+    /// binding does) it is queued, and a delivery that fails later is reported with
+    /// [`crate::DelegationServer::peer_unreachable`]. An `Err` fails the session with
+    /// reason 170 (PeerUnreachable) at once.
     async fn send(&self, message: &Message) -> Result<(), TransportError>;
 }
 

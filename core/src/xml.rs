@@ -748,6 +748,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn escapes_each_special_character_and_copies_the_rest() {
+        let mut out = String::new();
+        escape_into(&mut out, "é&ü<x>\"q\'\r\n✓");
+        assert_eq!(out, "é&amp;ü&lt;x&gt;&quot;q&apos;&#13;\n✓");
+        out.clear();
+        escape_into(&mut out, "plain text, nothing to escape");
+        assert_eq!(out, "plain text, nothing to escape");
+        out.clear();
+        escape_into(&mut out, "");
+        assert_eq!(out, "");
+    }
+
+    #[test]
     fn refuses_doctype_and_foreign_entities() {
         let l = XmlLimits::default();
         assert_eq!(
