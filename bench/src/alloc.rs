@@ -82,9 +82,10 @@ unsafe impl GlobalAlloc for Counting {
         // SAFETY: forwarded.
         let p = unsafe { System.realloc(ptr, layout, new_size) };
         if !p.is_null() {
-            let shard = shard();
-            shard.fetch_sub(layout.size() as isize, Ordering::Relaxed);
-            shard.fetch_add(new_size as isize, Ordering::Relaxed);
+            shard().fetch_add(
+                new_size as isize - layout.size() as isize,
+                Ordering::Relaxed,
+            );
         }
         p
     }

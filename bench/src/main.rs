@@ -7,8 +7,8 @@
 //! ```
 //!
 //! `delegations` alternates `--rounds` rounds of Method 1 delegations with echo requests
-//! and reports the median round's limit ratio. `ffi-baseline` (not part of `all`) is the Rust side of `scripts/bench-ffi.sh`: see
-//! `ffi.rs`.
+//! and reports the median round's limit ratio. `ffi-baseline` (not part of `all`) is the
+//! Rust side of `scripts/bench-ffi.sh`: see `ffi.rs`.
 
 mod alloc;
 mod ffi;
@@ -200,6 +200,16 @@ impl Phase {
         self.ok as f64 / self.seconds
     }
 
+    /// Operations attempted (at least 1, to divide by).
+    fn attempted(&self) -> f64 {
+        (self.ok + self.errors).max(1) as f64
+    }
+
+    /// CPU time per operation attempted, in µs.
+    fn cpu_us_per_op(&self) -> f64 {
+        self.cpu_seconds * 1e6 / self.attempted()
+    }
+
     fn add(&mut self, other: Phase) {
         self.ok += other.ok;
         self.errors += other.errors;
@@ -283,15 +293,14 @@ async fn delegations(method: Method, n: usize, c: usize, link: pair::Link) -> se
 
 fn delegation_json(method: Method, mut phase: Phase) -> serde_json::Value {
     phase.latencies.sort();
-    let n = (phase.ok + phase.errors).max(1) as f64;
     json!({
         "method": method.number(),
         "delegations": phase.ok,
         "errors": phase.errors,
         "seconds": phase.seconds,
         "per_second": phase.per_second(),
-        "messages_per_delegation": phase.messages as f64 / n,
-        "cpu_us_per_delegation": phase.cpu_seconds * 1e6 / n,
+        "messages_per_delegation": phase.messages as f64 / phase.attempted(),
+        "cpu_us_per_delegation": phase.cpu_us_per_op(),
         "p50_ms": ms(percentile(&phase.latencies, 0.50)),
         "p99_ms": ms(percentile(&phase.latencies, 0.99)),
     })
@@ -367,13 +376,12 @@ impl Echo {
     }
 
     fn json(&self, phase: &Phase) -> serde_json::Value {
-        let n = (phase.ok + phase.errors).max(1) as f64;
         json!({
             "requests": phase.ok,
             "errors": phase.errors,
             "seconds": phase.seconds,
             "per_second": phase.per_second(),
-            "cpu_us_per_request": phase.cpu_seconds * 1e6 / n,
+            "cpu_us_per_request": phase.cpu_us_per_op(),
             "body_bytes": self.body.len(),
         })
     }
@@ -459,6 +467,18 @@ fn throughput(docs: &[Vec<u8>], budget: Duration, mut f: impl FnMut(&[u8])) -> f
     (rounds as f64 * bytes_per_round as f64) / started.elapsed().as_secs_f64() / 1e6
 }
 
+/// One event of a scan, kept from being optimised away; false at the end.
+fn scanned(event: quick_xml::Result<quick_xml::events::Event<'_>>) -> bool {
+    match event {
+        Ok(quick_xml::events::Event::Eof) => false,
+        Ok(e) => {
+            std::hint::black_box(&e);
+            true
+        }
+        Err(e) => panic!("vector does not scan: {e}"),
+    }
+}
+
 /// Decode + validate against a raw quick-xml event scan of the same bytes.
 fn codec(rounds: usize) -> serde_json::Value {
     let docs = corpus();
@@ -473,14 +493,7 @@ fn codec(rounds: usize) -> serde_json::Value {
     for _ in 0..rounds {
         let scan = throughput(&docs, budget, |d| {
             let mut reader = quick_xml::Reader::from_reader(d);
-            loop {
-                match reader.read_event_into(&mut buf) {
-                    Ok(quick_xml::events::Event::Eof) => break,
-                    Ok(e) => {
-                        std::hint::black_box(&e);
-                    }
-                    Err(e) => panic!("vector does not scan: {e}"),
-                }
+            while scanned(reader.read_event_into(&mut buf)) {
                 buf.clear();
             }
         });
@@ -491,15 +504,7 @@ fn codec(rounds: usize) -> serde_json::Value {
         // reads: reported beside the ratio, not part of it.
         let borrowed = throughput(&docs, budget, |d| {
             let mut reader = quick_xml::Reader::from_reader(d);
-            loop {
-                match reader.read_event() {
-                    Ok(quick_xml::events::Event::Eof) => break,
-                    Ok(e) => {
-                        std::hint::black_box(&e);
-                    }
-                    Err(e) => panic!("vector does not scan: {e}"),
-                }
-            }
+            while scanned(reader.read_event()) {}
         });
         borrowed_rounds.push(borrowed);
         scan_rounds.push(scan);

@@ -363,11 +363,6 @@ mod tests {
         let root = Acl::parse("Add=*&Get=*").unwrap();
         assert_eq!(effective_acl([&leaf, &mid, &root]), Some(&mid));
     }
-}
-
-#[cfg(test)]
-mod copy_on_write {
-    use super::*;
 
     #[test]
     fn a_changed_copy_leaves_the_original_alone() {

@@ -187,22 +187,6 @@ impl Timestamp {
         let nanos = i128::from(self.0) * 1_000_000;
         let t = time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
             .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-        let Ok(year) = u32::try_from(t.year()) else {
-            // Before year 0: not representable, written as `format!` writes it.
-            return format!(
-                "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}{}Z",
-                t.year(),
-                u8::from(t.month()),
-                t.day(),
-                t.hour(),
-                t.minute(),
-                t.second(),
-                match t.millisecond() {
-                    0 => String::new(),
-                    ms => format!(".{ms:03}"),
-                }
-            );
-        };
         // Written digit by digit: this runs for every message encoded.
         fn digits(out: &mut String, v: u32, width: u32) {
             let width = width.max(v.checked_ilog10().unwrap_or(0) + 1);
@@ -211,7 +195,15 @@ impl Timestamp {
             }
         }
         let mut out = String::with_capacity(24);
-        digits(&mut out, year, 4);
+        match u32::try_from(t.year()) {
+            Ok(year) => digits(&mut out, year, 4),
+            // Before year 0 (not representable; validation refuses it): `-001`, as
+            // `{:04}` writes a negative year.
+            Err(_) => {
+                out.push('-');
+                digits(&mut out, t.year().unsigned_abs(), 3);
+            }
+        }
         for (sep, v) in [
             ('-', u32::from(u8::from(t.month()))),
             ('-', u32::from(t.day())),
@@ -941,7 +933,8 @@ fn notif_from_element(el: &Element, here: &Path) -> Result<Notif, DecodeError> {
         .map_err(|r| invalid(join(here, "DelType"), r))?;
     let info_path = here.child("DelInfo");
     let info_el = info.required(here)?;
-    let [device, first_subtree] = info_el.fields(["Device", "Subtree"], &info_path)?;
+    // The subtrees are listed by `children_named` below; their slot is not read.
+    let [device, _] = info_el.fields(["Device", "Subtree"], &info_path)?;
     let dev_path = info_path.child("Device");
     let [device_id, manufacturer, model] = device
         .required(&info_path)?
@@ -952,10 +945,7 @@ fn notif_from_element(el: &Element, here: &Path) -> Result<Notif, DecodeError> {
         model: model.required_text(&dev_path)?.to_string(),
     };
     let mut subtrees = Vec::new();
-    let listed = first_subtree
-        .element()
-        .map(|_| info_el.children_named("Subtree"));
-    for (i, s) in listed.into_iter().flatten().enumerate() {
+    for (i, s) in info_el.children_named("Subtree").enumerate() {
         let base = info_path.nth("Subtree", i + 1);
         let [uri, rights] = s.fields(["URI", "Rights"], &base)?;
         let rights = rights

@@ -123,7 +123,7 @@ impl SessionStore for MemoryStore {
         let mut m = self.map();
         let device = &record.info.device.device_id;
         match m.by_id.get_mut(&record.session_id) {
-            Some(old) if &old.info.device.device_id == device => old.clone_from(record),
+            Some(old) if &old.info.device.device_id == device => old.overwrite_with(record),
             _ => {
                 let old = m.by_id.insert(record.session_id.clone(), record.clone());
                 if let Some(old) = old {
@@ -272,10 +272,10 @@ mod tests {
         assert_eq!(full.clone(), full);
         // Over a different record (what a store's save does) and back again.
         let mut copy = record("s1", "IMEI:1");
-        copy.clone_from(&full);
+        copy.overwrite_with(&full);
         assert_eq!(copy, full);
         let plain = record("s1", "IMEI:1");
-        copy.clone_from(&plain);
+        copy.overwrite_with(&plain);
         assert_eq!(copy, plain);
     }
 

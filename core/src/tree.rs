@@ -469,7 +469,8 @@ pub(crate) fn mgmt_tree_from_element(el: &Element, path: &Path) -> Result<MgmtTr
 }
 
 fn node_from_element(el: &Element, here: &Path) -> Result<Node, DecodeError> {
-    let [name, path, props, first_child, value] =
+    // The child nodes are listed by `children_named` below; their slot is not read.
+    let [name, path, props, _, value] =
         el.fields(["NodeName", "Path", "RTProperties", "Node", "Value"], here)?;
     let name = name.required_text(here)?.to_string();
     if name.is_empty() || name.contains(['/', '?']) {
@@ -492,14 +493,11 @@ fn node_from_element(el: &Element, here: &Path) -> Result<Node, DecodeError> {
         .element()
         .map(|p| props_from_element(&p, &here.child("RTProperties")))
         .transpose()?;
-    let children = match first_child.element() {
-        Some(_) => el
-            .children_named("Node")
-            .enumerate()
-            .map(|(i, n)| node_from_element(&n, &here.nth("Node", i + 1)))
-            .collect::<Result<Vec<_>, _>>()?,
-        None => Vec::new(),
-    };
+    let children = el
+        .children_named("Node")
+        .enumerate()
+        .map(|(i, n)| node_from_element(&n, &here.nth("Node", i + 1)))
+        .collect::<Result<Vec<_>, _>>()?;
     // Leaf values keep their exact text; only surrounding layout is dropped elsewhere.
     let value = value.element().map(|v| v.text().to_string());
     if value.is_some() && !children.is_empty() {

@@ -457,7 +457,7 @@ enum Attempt {
 /// one peer are delivered in order by a background task per peer.
 pub struct HttpsTransport {
     client: reqwest::Client,
-    peers: HashMap<String, PeerLink>,
+    peers: HashMap<String, Arc<PeerLink>>,
     options: HttpsOptions,
     server: OnceLock<WeakDelegationServer>,
     /// One ordered queue per (peer, session) with messages waiting: a session's messages
@@ -468,11 +468,11 @@ pub struct HttpsTransport {
 
 /// A configured peer as the transport uses it: the endpoint parsed once, and the
 /// permits for requests in flight to it ([`HttpsOptions::max_requests_per_peer`]).
-#[derive(Clone)]
+/// Shared (`Arc`) with the delivery task of every session that has messages queued.
 struct PeerLink {
     peer: Peer,
     url: reqwest::Url,
-    in_flight: Arc<tokio::sync::Semaphore>,
+    in_flight: tokio::sync::Semaphore,
 }
 
 /// A message waiting for delivery: encoded when it is sent (so a delivery task holds
@@ -559,11 +559,11 @@ impl HttpsTransport {
             }
             links.insert(
                 p.server_id.clone(),
-                PeerLink {
+                Arc::new(PeerLink {
                     peer: p.clone(),
                     url,
-                    in_flight: Arc::new(tokio::sync::Semaphore::new(permits)),
-                },
+                    in_flight: tokio::sync::Semaphore::new(permits),
+                }),
             );
         }
         let client = builder
@@ -695,7 +695,7 @@ impl HttpsTransport {
 
     /// Queues `message` for `peer` behind the earlier messages of its session, starting
     /// the session's delivery task when it has none. An idle session costs nothing.
-    fn enqueue(self: &Arc<Self>, link: &PeerLink, message: Outgoing) {
+    fn enqueue(self: &Arc<Self>, link: &Arc<PeerLink>, message: Outgoing) {
         let key = (link.peer.server_id.clone(), message.session_id.clone());
         if !self.queues.push(&key, message) {
             return;

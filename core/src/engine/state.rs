@@ -197,7 +197,7 @@ pub struct Step {
 }
 
 /// Everything a server keeps about one delegation; what a [`crate::SessionStore`] persists.
-#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionRecord {
     /// Session id.
     pub session_id: String,
@@ -245,37 +245,11 @@ pub struct SessionRecord {
     pub updated: Timestamp,
 }
 
-impl Clone for SessionRecord {
-    fn clone(&self) -> Self {
-        SessionRecord {
-            session_id: self.session_id.clone(),
-            role: self.role,
-            method: self.method,
-            delegation_type: self.delegation_type,
-            peer: self.peer.clone(),
-            info: self.info.clone(),
-            expires: self.expires,
-            state: self.state,
-            next_seq: self.next_seq,
-            last_peer_seq: self.last_peer_seq,
-            deadline: self.deadline,
-            account: self.account.clone(),
-            bootstrap_url: self.bootstrap_url.clone(),
-            installed_account: self.installed_account.clone(),
-            own_account_uri: self.own_account_uri.clone(),
-            preexisting_peer_accounts: self.preexisting_peer_accounts.clone(),
-            cleanup: self.cleanup.clone(),
-            journal: self.journal.clone(),
-            reason: self.reason.clone(),
-            history: self.history.clone(),
-            created: self.created,
-            updated: self.updated,
-        }
-    }
-
-    /// Field by field, reusing this record's buffers: an in-memory store overwrites its
-    /// copy of a record at every save, and most fields have not changed since the last.
-    fn clone_from(&mut self, source: &Self) {
+impl SessionRecord {
+    /// Makes this record equal to `source` field by field, reusing its buffers (`Clone` is derived,
+    /// so `clone_from` would clone and then assign): an in-memory store overwrites
+    /// its copy of a record at every save, and most fields have not changed since the last.
+    pub(crate) fn overwrite_with(&mut self, source: &Self) {
         // Exhaustive, so a new field cannot be forgotten here.
         let SessionRecord {
             session_id,
@@ -328,9 +302,7 @@ impl Clone for SessionRecord {
         self.created = *created;
         self.updated = *updated;
     }
-}
 
-impl SessionRecord {
     /// True while the engine still has work for the session: it is running, or it is a
     /// completed temporary delegation that will be reverted at its end.
     pub fn is_active(&self) -> bool {
