@@ -2,12 +2,16 @@
 //! stack measured in the same run. Results and the exact commands: BENCHMARKS.md.
 //!
 //! ```text
-//! dmdelegate-bench [all|delegations|codec|inflight] [--n N] [--concurrency C] [--rounds R] [--inflight K] [--json]
+//! dmdelegate-bench [all|delegations|codec|inflight] [--n N] [--concurrency C] [--rounds R] [--inflight K]
+//!                  [--peer-requests P] [--batch B] [--json]
 //! dmdelegate-bench ffi-baseline [--iterations N] [--rounds R] [--vectors DIR] [--encoded-dir DIR] [--json]
 //! ```
 //!
 //! `delegations` alternates `--rounds` rounds of Method 1 delegations with echo requests
-//! and reports the median round's limit ratio. `ffi-baseline` (not part of `all`) is the
+//! and reports the median round's limit ratio. `--peer-requests` and `--batch` set the
+//! HTTPS binding's requests in flight per peer and messages per request (the binding's
+//! defaults otherwise; `--batch 1 --peer-requests 32` is the binding without batches).
+//! `ffi-baseline` (not part of `all`) is the
 //! Rust side of `scripts/bench-ffi.sh`: see `ffi.rs`.
 
 mod alloc;
@@ -96,9 +100,10 @@ struct Args {
     vectors: PathBuf,
     encoded_dir: Option<PathBuf>,
     json: bool,
+    https: HttpsOptions,
 }
 
-const USAGE: &str = "usage: dmdelegate-bench [all|delegations|codec|inflight] [--n N] [--concurrency C] [--rounds R] [--inflight K] [--json]
+const USAGE: &str = "usage: dmdelegate-bench [all|delegations|codec|inflight] [--n N] [--concurrency C] [--rounds R] [--inflight K] [--peer-requests P] [--batch B] [--json]
        dmdelegate-bench ffi-baseline [--iterations N] [--rounds R] [--vectors DIR] [--encoded-dir DIR] [--json]";
 
 /// The command line, or what is wrong with it.
@@ -113,6 +118,7 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
         vectors: PathBuf::from("vectors/valid"),
         encoded_dir: None,
         json: false,
+        https: HttpsOptions::default(),
     };
     fn value(it: &mut impl Iterator<Item = String>, name: &str) -> Result<String, String> {
         it.next().ok_or_else(|| format!("{name} needs a value"))
@@ -132,6 +138,8 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
             "--rounds" => a.rounds = number(it, "--rounds")?,
             "--vectors" => a.vectors = value(it, "--vectors")?.into(),
             "--encoded-dir" => a.encoded_dir = Some(value(it, "--encoded-dir")?.into()),
+            "--peer-requests" => a.https.max_requests_per_peer = number(it, "--peer-requests")?,
+            "--batch" => a.https.max_batch_messages = number(it, "--batch")?,
             "--json" => a.json = true,
             w if !w.starts_with('-') => a.what = w.to_string(),
             other => return Err(format!("unknown argument `{other}`")),
@@ -141,8 +149,19 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
     if !known.contains(&a.what.as_str()) {
         return Err(format!("unknown benchmark `{}`", a.what));
     }
-    if a.iterations == 0 || a.rounds == 0 || a.n == 0 || a.concurrency == 0 {
-        return Err("--n, --concurrency, --iterations and --rounds must be at least 1".into());
+    let counts = [
+        a.iterations,
+        a.rounds,
+        a.n,
+        a.concurrency,
+        a.https.max_requests_per_peer,
+        a.https.max_batch_messages,
+    ];
+    if counts.contains(&0) {
+        return Err(
+            "--n, --concurrency, --iterations, --rounds, --peer-requests and --batch must be at least 1"
+                .into(),
+        );
     }
     Ok(a)
 }
@@ -192,6 +211,8 @@ struct Phase {
     cpu_seconds: f64,
     /// Messages delivered between the servers (delegation phases only).
     messages: u64,
+    /// HTTP requests that carried them (several messages share one in a batch).
+    requests: u64,
     latencies: Vec<Duration>,
 }
 
@@ -216,6 +237,7 @@ impl Phase {
         self.seconds += other.seconds;
         self.cpu_seconds += other.cpu_seconds;
         self.messages += other.messages;
+        self.requests += other.requests;
         self.latencies.extend(other.latencies);
     }
 }
@@ -246,7 +268,7 @@ async fn delegate(
     c: usize,
 ) -> Phase {
     let n = devices.len();
-    let before = pair.delivered();
+    let (before, requests_before) = (pair.delivered(), pair.requests());
     let gate = Arc::new(Semaphore::new(c));
     let cpu_before = cpu_seconds();
     let started = Instant::now();
@@ -278,6 +300,7 @@ async fn delegate(
     phase.cpu_seconds = cpu_seconds() - cpu_before;
     phase.ok = phase.latencies.len();
     phase.messages = pair.delivered() - before;
+    phase.requests = pair.requests() - requests_before;
     phase
 }
 
@@ -300,6 +323,7 @@ fn delegation_json(method: Method, mut phase: Phase) -> serde_json::Value {
         "seconds": phase.seconds,
         "per_second": phase.per_second(),
         "messages_per_delegation": phase.messages as f64 / phase.attempted(),
+        "messages_per_request": phase.messages as f64 / phase.requests.max(1) as f64,
         "cpu_us_per_delegation": phase.cpu_us_per_op(),
         "p50_ms": ms(percentile(&phase.latencies, 0.50)),
         "p99_ms": ms(percentile(&phase.latencies, 0.99)),
@@ -421,6 +445,14 @@ async fn limit(n: usize, c: usize, rounds: usize) -> serde_json::Map<String, ser
     out.insert("limit_ratio".into(), json!(median(&ratios)));
     out.insert("limit_ratio_rounds".into(), json!(ratios));
     out.insert("limit_ratio_cpu".into(), json!(median(&cpu_ratios)));
+    let https = pair::https_options();
+    out.insert(
+        "https".into(),
+        json!({
+            "max_requests_per_peer": https.max_requests_per_peer,
+            "max_batch_messages": https.max_batch_messages,
+        }),
+    );
     // Where the gap is: the same delegations with the servers linked in process, no
     // HTTP or TLS. Its CPU per delegation is the protocol's own work (engine, codec,
     // store, device); the rest of the HTTPS figure is the binding's.
@@ -646,6 +678,7 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
+    pair::set_https_options(a.https);
     let want = |w: &str| a.what == "all" || a.what == w;
     rt.block_on(async {
         if want("delegations") {

@@ -89,6 +89,28 @@ impl Pair {
             None => self.dms1.delivery_stats().delivered + self.dms2.delivery_stats().delivered,
         }
     }
+
+    /// Requests that carried the messages: one each in process, fewer over HTTPS when
+    /// messages leave in batches.
+    pub fn requests(&self) -> u64 {
+        match &self.network {
+            Some(network) => network.sent(),
+            None => self.dms1.delivery_stats().requests + self.dms2.delivery_stats().requests,
+        }
+    }
+}
+
+static HTTPS_OPTIONS: std::sync::OnceLock<HttpsOptions> = std::sync::OnceLock::new();
+
+/// The HTTPS binding's options for every pair started after this (the command line's);
+/// the binding's defaults when never called. The first call wins.
+pub fn set_https_options(options: HttpsOptions) {
+    let _ = HTTPS_OPTIONS.set(options);
+}
+
+/// The options [`set_https_options`] set.
+pub fn https_options() -> HttpsOptions {
+    HTTPS_OPTIONS.get().copied().unwrap_or_default()
 }
 
 /// Shuts both servers down and waits (up to 10 s) until no task holds their stores any
@@ -167,7 +189,7 @@ pub async fn start_linked(devices: usize, route_devices: bool, link: Link) -> Pa
                 identity: identity.clone(),
                 trust_pem: trust.clone(),
                 peers: Vec::new(),
-                options: HttpsOptions::default(),
+                options: https_options(),
             },
             Link::InProcess => Wire::Custom(network.clone()),
         };

@@ -5,6 +5,7 @@
 //! parts of the DM Tree, by the four methods of the specification.
 //!
 //! - [`message`]: the wire format (one XML envelope, [`message::NAMESPACE`], version 1.0);
+//! - [`batch`]: several messages in one document, for bindings that batch under load;
 //! - [`acl`], [`tree`], [`dmacc`]: the DM Tree model (ACLs, TNDS, the DMAcc MO);
 //! - [`engine`]: [`DelegationServer`], the state machines, the client-preparation plan,
 //!   the rollback journal and deadlines;
@@ -29,6 +30,7 @@
 #![warn(missing_docs)]
 
 pub mod acl;
+pub mod batch;
 pub mod dmacc;
 pub mod engine;
 pub mod error;

@@ -725,7 +725,7 @@ fn write_reason(w: &mut XmlWriter, r: &Reason) {
     w.leaf("Text", &r.text);
 }
 
-fn message_from_element(root: &Element) -> Result<Message, DecodeError> {
+pub(crate) fn message_from_element(root: &Element) -> Result<Message, DecodeError> {
     if root.name() != "Delegation" {
         return Err(DecodeError::WrongRoot {
             expected: "Delegation".into(),

@@ -726,6 +726,11 @@ impl XmlWriter {
         self.out.push_str("/>");
     }
 
+    /// Character data, escaped.
+    pub fn text(&mut self, text: &str) {
+        escape_into(&mut self.out, text);
+    }
+
     /// `<name>text</name>`.
     pub fn leaf(&mut self, name: &str, text: &str) {
         self.out.push('<');

@@ -8,10 +8,17 @@
 //! delivers each session's in order from a background task, retrying transient failures
 //! with backoff; sessions proceed in parallel over pooled connections. A message that
 //! cannot be delivered fails its session.
+//!
+//! Batching: when every request a peer may have in flight is in flight, the messages that
+//! queue up meanwhile (of any sessions) leave together in one request, a
+//! [`dmdelegate::batch`] document, answered entry by entry. A lone message never waits
+//! and goes as a document of its own; a peer that refuses batches (415) gets one message
+//! per request from then on.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -21,6 +28,7 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Extension, Router};
+use dmdelegate::batch::{self, BatchWriter, EntryStatus, BATCH_MEDIA_TYPE};
 use dmdelegate::message::{Header, MEDIA_TYPE};
 use dmdelegate::{
     Body, DelegationServer, Error, Message, Reason, ReasonCode, Transport, TransportError,
@@ -28,7 +36,7 @@ use dmdelegate::{
 };
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
 use crate::tls::{certificate_names, client_config, server_config, Identity, TlsError};
@@ -76,9 +84,18 @@ pub struct HttpsOptions {
     pub backoff: Duration,
     /// TLS handshake timeout on the server side.
     pub handshake_timeout: Duration,
-    /// Most requests in flight to one peer at a time (so as many connections): sessions
-    /// proceed in parallel up to this, then wait their turn.
+    /// Most requests in flight to one peer at a time (so as many connections). Messages
+    /// sent while all are in flight wait and leave together in the next request, so a
+    /// few are enough: a request's answer does not wait for the engine. With batching
+    /// off, each message needs a request of its own: raise this then.
     pub max_requests_per_peer: usize,
+    /// Most messages one request may carry: messages waiting for a request to a peer
+    /// leave together in a batch of up to this many. 1 turns batching off both ways:
+    /// one message per request out, and incoming batches answered with 415.
+    pub max_batch_messages: usize,
+    /// Largest batch document a request may carry, in bytes (a message larger than this
+    /// goes alone). Keep it within the peers' body cap.
+    pub max_batch_bytes: usize,
 }
 
 impl Default for HttpsOptions {
@@ -90,7 +107,9 @@ impl Default for HttpsOptions {
             attempts: 4,
             backoff: Duration::from_millis(200),
             handshake_timeout: Duration::from_secs(10),
-            max_requests_per_peer: 32,
+            max_requests_per_peer: 2,
+            max_batch_messages: 64,
+            max_batch_bytes: 128 * 1024,
         }
     }
 }
@@ -100,9 +119,17 @@ impl Default for HttpsOptions {
 #[derive(Debug, Clone)]
 struct AuthenticatedPeer(Option<Arc<str>>);
 
-/// Whether the request's Content-Type is the delegation media type, read in place
-/// (the `HeaderMap` extractor would copy every header of every request).
-struct DelegationMediaType(bool);
+/// What the request's Content-Type says the body is, read in place (the `HeaderMap`
+/// extractor would copy every header of every request).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DelegationMediaType {
+    /// One message.
+    Message,
+    /// A batch of messages.
+    Batch,
+    /// Neither.
+    Other,
+}
 
 impl<S: Send + Sync> axum::extract::FromRequestParts<S> for DelegationMediaType {
     type Rejection = std::convert::Infallible;
@@ -116,7 +143,13 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for DelegationMediaType 
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
-        Ok(DelegationMediaType(media.starts_with(MEDIA_TYPE)))
+        Ok(if media.starts_with(MEDIA_TYPE) {
+            DelegationMediaType::Message
+        } else if media.starts_with(BATCH_MEDIA_TYPE) {
+            DelegationMediaType::Batch
+        } else {
+            DelegationMediaType::Other
+        })
     }
 }
 
@@ -168,6 +201,8 @@ struct App {
     /// Messages accepted and waiting for the engine, per session, with the peer each came
     /// from, in arrival order.
     inbound: Arc<Lanes<String, (Message, Arc<str>)>>,
+    /// False when batching is off: a batch is answered with 415.
+    accept_batches: bool,
 }
 
 impl App {
@@ -243,6 +278,7 @@ pub fn serve(
             server,
             limits,
             inbound: Arc::new(Lanes::new()),
+            accept_batches: options.max_batch_messages > 1,
         });
     let identities: Arc<Vec<(String, String)>> = Arc::new(
         peers
@@ -388,38 +424,27 @@ fn failure_document(to: &Message, me: &str, reason: Reason) -> String {
     .to_xml()
 }
 
-async fn receive(
-    State(app): State<App>,
-    Extension(peer): Extension<AuthenticatedPeer>,
-    DelegationMediaType(media_ok): DelegationMediaType,
-    body: Bytes,
-) -> Response {
-    let Some(peer) = peer.0 else {
-        return (
-            StatusCode::FORBIDDEN,
-            "the client certificate names no configured peer",
-        )
-            .into_response();
-    };
-    if !media_ok {
-        return (
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            format!("expected Content-Type {MEDIA_TYPE}"),
-        )
-            .into_response();
-    }
-    let message = match Message::from_xml_with_limits(&body, &app.limits) {
-        Ok(m) => m,
-        Err(e) => return (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
-    };
-    // What can be checked without the session is checked here, so the answer says it;
-    // the rest is the engine's, in order, after the answer.
+/// Why a decoded message was refused before the engine saw it.
+struct Refusal {
+    status: StatusCode,
+    detail: String,
+    /// The DELEGATION_FAILURE a request carrying only this message gets as its body.
+    failure: Option<String>,
+}
+
+/// What can be checked without the session is checked here, so the answer says it; the
+/// rest is the engine's, in order, after the answer.
+fn check_addressing(app: &App, message: &Message, peer: &str) -> Result<(), Refusal> {
     if message.header.recipient != app.server.server_id() {
         let e = Error::WrongRecipient {
             expected: app.server.server_id().to_string(),
             found: message.header.recipient.clone(),
         };
-        return (StatusCode::MISDIRECTED_REQUEST, e.to_string()).into_response();
+        return Err(Refusal {
+            status: StatusCode::MISDIRECTED_REQUEST,
+            detail: e.to_string(),
+            failure: None,
+        });
     }
     if message.header.sender != *peer {
         tracing::warn!(%peer, claimed = %message.header.sender, "sender is not the authenticated peer");
@@ -430,27 +455,143 @@ async fn receive(
         let mut answer = message.clone();
         // The FAILURE goes back on this connection, to whoever really is talking.
         answer.header.sender = peer.to_string();
-        let doc = failure_document(
+        let failure = failure_document(
             &answer,
             app.server.server_id(),
-            Reason::new(ReasonCode::AuthenticationFailed, detail),
+            Reason::new(ReasonCode::AuthenticationFailed, detail.clone()),
         );
+        return Err(Refusal {
+            status: StatusCode::FORBIDDEN,
+            detail,
+            failure: Some(failure),
+        });
+    }
+    Ok(())
+}
+
+async fn receive(
+    State(app): State<App>,
+    Extension(peer): Extension<AuthenticatedPeer>,
+    media: DelegationMediaType,
+    body: Bytes,
+) -> Response {
+    let Some(peer) = peer.0 else {
         return (
             StatusCode::FORBIDDEN,
-            [(header::CONTENT_TYPE, MEDIA_TYPE)],
-            doc,
+            "the client certificate names no configured peer",
         )
             .into_response();
+    };
+    match media {
+        DelegationMediaType::Message => {}
+        DelegationMediaType::Batch if app.accept_batches => {
+            return receive_batch(&app, &peer, &body)
+        }
+        DelegationMediaType::Batch => {
+            return (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                format!("batches are turned off here: expected Content-Type {MEDIA_TYPE}"),
+            )
+                .into_response()
+        }
+        DelegationMediaType::Other => {
+            return (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                format!("expected Content-Type {MEDIA_TYPE} or {BATCH_MEDIA_TYPE}"),
+            )
+                .into_response()
+        }
     }
-    app.enqueue(message, peer);
-    StatusCode::ACCEPTED.into_response()
+    let message = match Message::from_xml_with_limits(&body, &app.limits) {
+        Ok(m) => m,
+        Err(e) => return (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+    };
+    match check_addressing(&app, &message, &peer) {
+        Ok(()) => {
+            app.enqueue(message, peer);
+            StatusCode::ACCEPTED.into_response()
+        }
+        Err(Refusal {
+            status,
+            failure: Some(failure),
+            ..
+        }) => (status, [(header::CONTENT_TYPE, MEDIA_TYPE)], failure).into_response(),
+        Err(Refusal { status, detail, .. }) => (status, detail).into_response(),
+    }
+}
+
+/// A batch: each entry is checked and handed to the engine as if it had come alone, in
+/// order; the answer (200) gives each entry's status. Only a batch that is not one as a
+/// whole (not well-formed, empty, too many entries) gets a 400.
+fn receive_batch(app: &App, peer: &Arc<str>, body: &[u8]) -> Response {
+    let entries = match batch::decode_batch(body, &app.limits) {
+        Ok(entries) => entries,
+        Err(e) => return (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+    };
+    let statuses: Vec<EntryStatus> = entries
+        .into_iter()
+        .map(|entry| {
+            let message = match entry {
+                Ok(message) => message,
+                Err(e) => return EntryStatus::new(400, e.to_string()),
+            };
+            match check_addressing(app, &message, peer) {
+                Ok(()) => {
+                    app.enqueue(message, peer.clone());
+                    EntryStatus::accepted()
+                }
+                Err(refusal) => EntryStatus::new(refusal.status.as_u16(), refusal.detail),
+            }
+        })
+        .collect();
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, BATCH_MEDIA_TYPE)],
+        batch::encode_batch_result(&statuses),
+    )
+        .into_response()
 }
 
 /// How one delivery attempt ended.
+#[derive(Debug, Clone)]
 enum Attempt {
     Delivered,
     Retry(String),
     Refused(String),
+}
+
+impl Attempt {
+    /// What an answer with `status` means for the message (the table of section 8.1);
+    /// `detail` is the answer's text, for a refusal.
+    fn of_status(status: u16, detail: &str) -> Attempt {
+        // 404/409: the peer processed the message and answered with its own FAILURE.
+        if (200..300).contains(&status) || status == 404 || status == 409 {
+            Attempt::Delivered
+        } else if status >= 500 || status == 429 {
+            Attempt::Retry(format!("HTTP {status}"))
+        } else {
+            Attempt::Refused(format!("HTTP {status}: {detail}"))
+        }
+    }
+
+    /// What a request that got no answer means: connecting, timing out and sending are
+    /// worth another try.
+    fn of_error(e: &reqwest::Error) -> Attempt {
+        if e.is_connect() || e.is_timeout() || e.is_request() {
+            Attempt::Retry(e.to_string())
+        } else {
+            Attempt::Refused(e.to_string())
+        }
+    }
+}
+
+/// An answer's status, with its text read only when the message was refused.
+async fn attempt_of_response(r: reqwest::Response) -> Attempt {
+    let status = r.status().as_u16();
+    match Attempt::of_status(status, "") {
+        Attempt::Refused(_) => Attempt::of_status(status, &r.text().await.unwrap_or_default()),
+        other => other,
+    }
 }
 
 /// Sends messages to peers over HTTPS with this server's client certificate. Messages to
@@ -464,6 +605,9 @@ pub struct HttpsTransport {
     /// keep their order, different sessions do not wait for each other.
     queues: Lanes<(String, String), Outgoing>,
     delivered: Mutex<DeliveryLog>,
+    /// HTTP requests made, and how many of them carried a batch.
+    requests: AtomicU64,
+    batches: AtomicU64,
 }
 
 /// A configured peer as the transport uses it: the endpoint parsed once, and the
@@ -472,7 +616,18 @@ pub struct HttpsTransport {
 struct PeerLink {
     peer: Peer,
     url: reqwest::Url,
-    in_flight: tokio::sync::Semaphore,
+    in_flight: Arc<Semaphore>,
+    /// With batching on, where messages wait for the next request to this peer; the
+    /// batching task starts with the first message.
+    waiting: OnceLock<mpsc::UnboundedSender<Waiting>>,
+    /// Set when the peer answered a batch with 415: one message per request from then on.
+    batches_refused: AtomicBool,
+}
+
+/// A message waiting for a request to its peer, and where its attempt's outcome goes.
+struct Waiting {
+    xml: Bytes,
+    outcome: oneshot::Sender<Attempt>,
 }
 
 /// A message waiting for delivery: encoded when it is sent (so a delivery task holds
@@ -503,8 +658,13 @@ pub struct DeliveryStats {
     pub delivered: u64,
     /// Messages given up on.
     pub failed: u64,
-    /// HTTP requests made (retries included).
+    /// Delivery attempts (retries included). Messages that leave together in a batch
+    /// make one attempt each and one request in all.
     pub attempts: u64,
+    /// HTTP requests made.
+    pub requests: u64,
+    /// Requests that carried a batch of messages.
+    pub batches: u64,
 }
 
 /// One message this transport delivered (or gave up on).
@@ -562,7 +722,9 @@ impl HttpsTransport {
                 Arc::new(PeerLink {
                     peer: p.clone(),
                     url,
-                    in_flight: tokio::sync::Semaphore::new(permits),
+                    in_flight: Arc::new(Semaphore::new(permits)),
+                    waiting: OnceLock::new(),
+                    batches_refused: AtomicBool::new(false),
                 }),
             );
         }
@@ -576,6 +738,8 @@ impl HttpsTransport {
             server: OnceLock::new(),
             queues: Lanes::new(),
             delivered: Mutex::new(DeliveryLog::default()),
+            requests: AtomicU64::new(0),
+            batches: AtomicU64::new(0),
         }))
     }
 
@@ -589,7 +753,9 @@ impl HttpsTransport {
         let _ = self.server.set(server.downgrade());
     }
 
+    /// One request carrying one message.
     async fn attempt(&self, link: &PeerLink, xml: &Bytes) -> Attempt {
+        self.requests.fetch_add(1, Ordering::Relaxed);
         let sent = self
             .client
             .post(link.url.clone())
@@ -602,22 +768,101 @@ impl HttpsTransport {
             .send()
             .await;
         match sent {
-            Err(e) if e.is_connect() || e.is_timeout() || e.is_request() => {
-                Attempt::Retry(e.to_string())
+            Err(e) => Attempt::of_error(&e),
+            Ok(r) => attempt_of_response(r).await,
+        }
+    }
+
+    /// One delivery attempt of one message: a request of its own under a permit, or,
+    /// with batching on, a place in the peer's next request.
+    async fn post(self: &Arc<Self>, link: &Arc<PeerLink>, xml: &Bytes) -> Attempt {
+        if self.options.max_batch_messages <= 1 {
+            let _permit = link.in_flight.acquire().await;
+            return self.attempt(link, xml).await;
+        }
+        let waiting = link.waiting.get_or_init(|| {
+            let (sender, receiver) = mpsc::unbounded_channel();
+            tokio::spawn(gather_batches(
+                Arc::downgrade(self),
+                Arc::downgrade(link),
+                receiver,
+            ));
+            sender
+        });
+        let (outcome, answer) = oneshot::channel();
+        let queued = waiting.send(Waiting {
+            xml: xml.clone(),
+            outcome,
+        });
+        if queued.is_err() {
+            return Attempt::Retry("the transport is stopping".into());
+        }
+        answer
+            .await
+            .unwrap_or_else(|_| Attempt::Retry("the transport stopped".into()))
+    }
+
+    /// Sends the messages gathered for one request: alone, or as a batch answered entry
+    /// by entry. Every message gets its outcome.
+    async fn post_gathered(&self, link: &PeerLink, gathered: Vec<Waiting>, bytes: usize) {
+        if gathered.len() == 1 || link.batches_refused.load(Ordering::Relaxed) {
+            return self.post_one_by_one(link, gathered).await;
+        }
+        let mut writer = BatchWriter::with_capacity(bytes);
+        for w in &gathered {
+            writer.push_document(&w.xml);
+        }
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.batches.fetch_add(1, Ordering::Relaxed);
+        let sent = self
+            .client
+            .post(link.url.clone())
+            .header(
+                reqwest::header::CONTENT_TYPE,
+                reqwest::header::HeaderValue::from_static(BATCH_MEDIA_TYPE),
+            )
+            .body(writer.finish())
+            .send()
+            .await;
+        let whole = match sent {
+            Err(e) => Attempt::of_error(&e),
+            Ok(r) if r.status() == StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+                // A receiver without batches (or with them turned off): it still takes
+                // the messages one by one.
+                tracing::info!(peer = %link.peer.server_id, "peer refuses batches: one message per request from now on");
+                link.batches_refused.store(true, Ordering::Relaxed);
+                return self.post_one_by_one(link, gathered).await;
             }
-            Err(e) => Attempt::Refused(e.to_string()),
-            Ok(r) => {
-                let status = r.status();
-                // 404/409: the peer processed the message and answered with its own FAILURE.
-                if status.is_success() || status.as_u16() == 404 || status.as_u16() == 409 {
-                    Attempt::Delivered
-                } else if status.is_server_error() || status.as_u16() == 429 {
-                    Attempt::Retry(format!("HTTP {status}"))
-                } else {
-                    let text = r.text().await.unwrap_or_default();
-                    Attempt::Refused(format!("HTTP {status}: {text}"))
-                }
-            }
+            Ok(r) if r.status().is_success() => match r.bytes().await {
+                Err(e) => Attempt::Retry(format!("batch answer: {e}")),
+                Ok(body) => match batch::decode_batch_result(&body) {
+                    Ok(statuses) if statuses.len() == gathered.len() => {
+                        for (w, s) in gathered.into_iter().zip(statuses) {
+                            let _ = w.outcome.send(Attempt::of_status(s.status, &s.detail));
+                        }
+                        return;
+                    }
+                    // The receiver may have taken some: a retried message is a duplicate
+                    // the engine ignores.
+                    Ok(statuses) => Attempt::Retry(format!(
+                        "batch answer has {} entries for {} messages",
+                        statuses.len(),
+                        gathered.len()
+                    )),
+                    Err(e) => Attempt::Retry(format!("batch answer: {e}")),
+                },
+            },
+            Ok(r) => attempt_of_response(r).await,
+        };
+        for w in gathered {
+            let _ = w.outcome.send(whole.clone());
+        }
+    }
+
+    /// Each message in a request of its own, one after the other.
+    async fn post_one_by_one(&self, link: &PeerLink, gathered: Vec<Waiting>) {
+        for w in gathered {
+            let _ = w.outcome.send(self.attempt(link, &w.xml).await);
         }
     }
 
@@ -629,14 +874,22 @@ impl HttpsTransport {
 
     /// Totals since the transport started.
     pub fn stats(&self) -> DeliveryStats {
-        self.delivered
+        let mut stats = self
+            .delivered
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .stats
+            .stats;
+        stats.requests = self.requests.load(Ordering::Relaxed);
+        stats.batches = self.batches.load(Ordering::Relaxed);
+        stats
     }
 
     /// Delivers one message and records the outcome.
-    async fn deliver(&self, link: &PeerLink, message: &Outgoing) -> Result<(), String> {
+    async fn deliver(
+        self: &Arc<Self>,
+        link: &Arc<PeerLink>,
+        message: &Outgoing,
+    ) -> Result<(), String> {
         let began = dmdelegate::Timestamp::now();
         let outcome = self.deliver_with_retries(link, &message.xml).await;
         let mut log = self.delivered.lock().unwrap_or_else(|p| p.into_inner());
@@ -667,14 +920,15 @@ impl HttpsTransport {
 
     /// Delivers one message, retrying transient failures with exponential backoff;
     /// returns the number of attempts it took.
-    async fn deliver_with_retries(&self, link: &PeerLink, xml: &Bytes) -> Result<u32, String> {
+    async fn deliver_with_retries(
+        self: &Arc<Self>,
+        link: &Arc<PeerLink>,
+        xml: &Bytes,
+    ) -> Result<u32, String> {
         let mut delay = self.options.backoff;
         let mut last = String::new();
         for attempt in 1..=self.options.attempts.max(1) {
-            let permit = link.in_flight.acquire().await.ok();
-            let outcome = self.attempt(link, xml).await;
-            drop(permit);
-            match outcome {
+            match self.post(link, xml).await {
                 Attempt::Delivered => return Ok(attempt),
                 Attempt::Refused(e) => return Err(e),
                 Attempt::Retry(e) => {
@@ -719,6 +973,63 @@ impl HttpsTransport {
                     }
                 }
             }
+        });
+    }
+}
+
+/// Gathers the messages waiting for requests to one peer: takes a request permit, then
+/// everything that is waiting (up to the batch limits), and sends it in a task of its
+/// own. While every permit is in use, messages gather. Ends with the transport.
+async fn gather_batches(
+    transport: Weak<HttpsTransport>,
+    link: Weak<PeerLink>,
+    mut waiting: mpsc::UnboundedReceiver<Waiting>,
+) {
+    let Some((permits, options)) = transport
+        .upgrade()
+        .zip(link.upgrade())
+        .map(|(t, l)| (l.in_flight.clone(), t.options))
+    else {
+        return;
+    };
+    let mut carried: Option<Waiting> = None;
+    loop {
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            break;
+        };
+        let first = match carried.take() {
+            Some(w) => w,
+            None => match waiting.recv().await {
+                Some(w) => w,
+                None => break,
+            },
+        };
+        // Strong references only while a request is made: the transport must be able to
+        // drop, which closes the queue and ends this task.
+        let (Some(transport), Some(link)) = (transport.upgrade(), link.upgrade()) else {
+            break;
+        };
+        let most = if link.batches_refused.load(Ordering::Relaxed) {
+            1
+        } else {
+            options.max_batch_messages
+        };
+        let mut bytes = batch::ENVELOPE_BYTES + first.xml.len();
+        let mut gathered = vec![first];
+        while gathered.len() < most {
+            let Ok(next) = waiting.try_recv() else {
+                break;
+            };
+            if bytes + next.xml.len() > options.max_batch_bytes {
+                carried = Some(next);
+                break;
+            }
+            bytes += next.xml.len();
+            gathered.push(next);
+        }
+        tokio::spawn(async move {
+            transport.post_gathered(&link, gathered, bytes).await;
+            drop(permit);
         });
     }
 }

@@ -36,6 +36,9 @@ pub const RESEND_FAILURES_WINDOW: Duration = Duration::from_secs(15 * 60);
 pub const DEFAULT_WATCH_PERIOD: Duration = Duration::from_millis(500);
 
 /// How a [`Server`] exchanges delegation messages with its peers.
+// Built once per server and moved into it: boxing the HTTPS settings would only make
+// every caller write `Box::new`.
+#[allow(clippy::large_enum_variant)]
 pub enum Wire {
     /// The HTTPS binding: an endpoint with mutual TLS and a queued HTTPS transport.
     Https {
