@@ -9,6 +9,8 @@
 #       not-well-formed  xmllint must fail to parse it (exit 1)
 #       not-checked      holds a DOCTYPE; skipped (DTDs are never processed)
 #     and every file must have a row, every row a file;
+#   - every vectors/batch/*.xml must validate against schema/delegation-batch-1.0.xsd (the
+#     HTTPS binding's batch envelope, which imports the message schema);
 #   - the encoder's output for the valid vectors must validate too, when the example
 #     `encode_vectors` exists. Its contract: `encode_vectors <input-dir> <output-dir>`
 #     decodes every <input-dir>/NAME.xml and writes Message::to_xml() to <output-dir>/NAME.xml.
@@ -126,6 +128,29 @@ for name in "${!expect[@]}"; do
     fi
 done
 echo "invalid: ${#invalid[@]} vectors, $schema_checked checked against the schema"
+
+# --- batch envelope ------------------------------------------------------------------
+batch_schema="schema/delegation-batch-1.0.xsd"
+batches=(vectors/batch/*.xml)
+if [[ ${#batches[@]} -eq 0 ]]; then
+    echo "error: no vectors in vectors/batch" >&2
+    exit 2
+fi
+for f in "${batches[@]}"; do
+    rc=0
+    xmllint --noout --nonet --schema "$batch_schema" "$f" >"$tmp/out" 2>&1 || rc=$?
+    checked=$((checked + 1))
+    if [[ $rc -eq 5 ]]; then
+        cat "$tmp/out" >&2
+        echo "error: $batch_schema does not compile" >&2
+        exit 2
+    fi
+    if [[ $rc -ne 0 ]]; then
+        fail "$f: expected valid against $batch_schema, xmllint exit $rc"
+        cat "$tmp/out" >&2
+    fi
+done
+echo "batch:   ${#batches[@]} vectors checked"
 
 # --- encoder output -------------------------------------------------------------------
 if [[ -f core/examples/encode_vectors.rs || -f core/examples/encode_vectors/main.rs ]]; then
