@@ -75,5 +75,8 @@ fn the_example_result_reads_as_one_status_per_entry() {
     );
     // What the encoder writes for the same statuses reads back the same.
     let again = batch::encode_batch_result(&statuses);
-    assert_eq!(batch::decode_batch_result(again.as_bytes()).unwrap(), statuses);
+    assert_eq!(
+        batch::decode_batch_result(again.as_bytes()).unwrap(),
+        statuses
+    );
 }
