@@ -17,7 +17,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
@@ -90,11 +90,13 @@ pub struct HttpsOptions {
     /// off, each message needs a request of its own: raise this then.
     pub max_requests_per_peer: usize,
     /// Most messages one request may carry: messages waiting for a request to a peer
-    /// leave together in a batch of up to this many. 1 turns batching off both ways:
-    /// one message per request out, and incoming batches answered with 415.
+    /// leave together in a batch of up to this many (and never more than
+    /// [`batch::MAX_BATCH_ENTRIES`], what a receiver takes). 1 turns batching off both
+    /// ways: one message per request out, and incoming batches answered with 415.
     pub max_batch_messages: usize,
     /// Largest batch document a request may carry, in bytes (a message larger than this
-    /// goes alone). Keep it within the peers' body cap.
+    /// goes alone). Keep it within the peers' body cap: a peer that answers a batch with
+    /// 413 gets its messages again one by one, and batches half that size from then on.
     pub max_batch_bytes: usize,
 }
 
@@ -622,6 +624,9 @@ struct PeerLink {
     waiting: OnceLock<mpsc::UnboundedSender<Waiting>>,
     /// Set when the peer answered a batch with 415: one message per request from then on.
     batches_refused: AtomicBool,
+    /// Largest batch this peer is sent, in bytes: `max_batch_bytes`, halved each time the
+    /// peer answers a batch with 413 (its body cap is smaller).
+    batch_bytes: AtomicUsize,
 }
 
 /// A message waiting for a request to its peer, and where its attempt's outcome goes.
@@ -725,6 +730,7 @@ impl HttpsTransport {
                     in_flight: Arc::new(Semaphore::new(permits)),
                     waiting: OnceLock::new(),
                     batches_refused: AtomicBool::new(false),
+                    batch_bytes: AtomicUsize::new(options.max_batch_bytes),
                 }),
             );
         }
@@ -831,6 +837,22 @@ impl HttpsTransport {
                 // the messages one by one.
                 tracing::info!(peer = %link.peer.server_id, "peer refuses batches: one message per request from now on");
                 link.batches_refused.store(true, Ordering::Relaxed);
+                return self.post_one_by_one(link, gathered).await;
+            }
+            // The batch as a whole was refused, so none of it was taken (a peer with a
+            // smaller body cap, or one that reads the envelope differently): each
+            // message may still be fine alone.
+            Ok(r)
+                if r.status() == StatusCode::PAYLOAD_TOO_LARGE
+                    || r.status() == StatusCode::BAD_REQUEST =>
+            {
+                if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    let smaller = (bytes / 2).max(batch::ENVELOPE_BYTES);
+                    link.batch_bytes.fetch_min(smaller, Ordering::Relaxed);
+                    tracing::info!(peer = %link.peer.server_id, bytes, "peer refused a batch as too large: smaller batches from now on");
+                } else {
+                    tracing::warn!(peer = %link.peer.server_id, "peer refused a batch as a whole (400): sending its messages one by one");
+                }
                 return self.post_one_by_one(link, gathered).await;
             }
             Ok(r) if r.status().is_success() => match r.bytes().await {
@@ -1009,18 +1031,20 @@ async fn gather_batches(
         let (Some(transport), Some(link)) = (transport.upgrade(), link.upgrade()) else {
             break;
         };
+        // A receiver refuses a batch of more than MAX_BATCH_ENTRIES as a whole.
         let most = if link.batches_refused.load(Ordering::Relaxed) {
             1
         } else {
-            options.max_batch_messages
+            options.max_batch_messages.min(batch::MAX_BATCH_ENTRIES)
         };
+        let max_bytes = link.batch_bytes.load(Ordering::Relaxed);
         let mut bytes = batch::ENVELOPE_BYTES + first.xml.len();
         let mut gathered = vec![first];
         while gathered.len() < most {
             let Ok(next) = waiting.try_recv() else {
                 break;
             };
-            if bytes + next.xml.len() > options.max_batch_bytes {
+            if bytes + next.xml.len() > max_bytes {
                 carried = Some(next);
                 break;
             }
