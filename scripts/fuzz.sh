@@ -11,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${FUZZ_SECONDS:-30}
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(message_decode tnds_decode acl_parse syncml_decode)
+[ ${#targets[@]} -gt 0 ] || targets=(message_decode tnds_decode acl_parse syncml_decode batch_decode)
 
 if ! rustup run nightly rustc --version >/dev/null 2>&1; then
   echo "fuzz: installing the nightly toolchain"
@@ -30,6 +30,9 @@ for t in "${targets[@]}"; do
   cp -n fuzz/seeds/"$t"/* "$corpus"/ 2>/dev/null || true
   if [ "$t" = message_decode ]; then
     cp -n vectors/valid/*.xml vectors/invalid/*.xml "$corpus"/ 2>/dev/null || true
+  fi
+  if [ "$t" = batch_decode ]; then
+    cp -n vectors/batch/*.xml "$corpus"/ 2>/dev/null || true
   fi
   echo "==> fuzz $t for ${seconds}s"
   artifacts=fuzz/artifacts/$t

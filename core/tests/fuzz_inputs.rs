@@ -4,8 +4,9 @@
 
 use std::path::{Path, PathBuf};
 
+use dmdelegate::batch::{self, BatchWriter};
 use dmdelegate::syncml::SyncMessage;
-use dmdelegate::{Acl, Message, MgmtTree};
+use dmdelegate::{Acl, Message, MgmtTree, XmlLimits};
 
 fn inputs(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz");
@@ -83,4 +84,43 @@ fn syncml_inputs_decode_or_fail_cleanly_and_round_trip() {
             assert_eq!(again, m, "{}", path.display());
         }
     }
+}
+
+#[test]
+fn batch_inputs_decode_or_fail_cleanly_and_round_trip() {
+    let all = inputs("batch_decode");
+    assert!(!all.is_empty(), "the seeds are committed");
+    let mut batches = 0;
+    let mut results = 0;
+    for (path, data) in all {
+        if let Ok(entries) = batch::decode_batch(&data, &XmlLimits::default()) {
+            batches += 1;
+            let messages: Vec<Message> = entries.into_iter().flatten().collect();
+            if !messages.is_empty() {
+                let mut writer = BatchWriter::new();
+                for m in &messages {
+                    writer.push_document(m.to_xml().as_bytes());
+                }
+                let again: Vec<Message> =
+                    batch::decode_batch(&writer.finish(), &XmlLimits::default())
+                        .unwrap_or_else(|e| panic!("{}: written batch fails: {e}", path.display()))
+                        .into_iter()
+                        .map(|entry| entry.expect("a written entry decodes"))
+                        .collect();
+                assert_eq!(again, messages, "{}", path.display());
+            }
+        }
+        if let Ok(statuses) = batch::decode_batch_result(&data) {
+            results += 1;
+            let again =
+                batch::decode_batch_result(batch::encode_batch_result(&statuses).as_bytes())
+                    .unwrap_or_else(|e| panic!("{}: encoded answer fails: {e}", path.display()));
+            assert_eq!(again, statuses, "{}", path.display());
+        }
+    }
+    // The seeds hold both kinds of document, so both properties are exercised.
+    assert!(
+        batches >= 2 && results >= 2,
+        "{batches} batches, {results} answers"
+    );
 }
