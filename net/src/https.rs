@@ -913,18 +913,16 @@ impl HttpsTransport {
         message: &Outgoing,
     ) -> Result<(), String> {
         let began = dmdelegate::Timestamp::now();
-        let outcome = self.deliver_with_retries(link, &message.xml).await;
+        let (attempts, outcome) = match self.deliver_with_retries(link, &message.xml).await {
+            Ok(attempts) => (attempts, Ok(attempts)),
+            Err((attempts, e)) => (attempts, Err(e)),
+        };
         let mut log = self.delivered.lock().unwrap_or_else(|p| p.into_inner());
         match &outcome {
-            Ok(attempts) => {
-                log.stats.delivered += 1;
-                log.stats.attempts += u64::from(*attempts);
-            }
-            Err(_) => {
-                log.stats.failed += 1;
-                log.stats.attempts += u64::from(self.options.attempts.max(1));
-            }
+            Ok(_) => log.stats.delivered += 1,
+            Err(_) => log.stats.failed += 1,
         }
+        log.stats.attempts += u64::from(attempts);
         if log.recent.len() == DELIVERY_LOG_CAPACITY {
             log.recent.pop_front();
         }
@@ -941,18 +939,18 @@ impl HttpsTransport {
     }
 
     /// Delivers one message, retrying transient failures with exponential backoff;
-    /// returns the number of attempts it took.
+    /// returns the number of attempts it took, or made before it was refused or gave up.
     async fn deliver_with_retries(
         self: &Arc<Self>,
         link: &Arc<PeerLink>,
         xml: &Bytes,
-    ) -> Result<u32, String> {
+    ) -> Result<u32, (u32, String)> {
         let mut delay = self.options.backoff;
         let mut last = String::new();
         for attempt in 1..=self.options.attempts.max(1) {
             match self.post(link, xml).await {
                 Attempt::Delivered => return Ok(attempt),
-                Attempt::Refused(e) => return Err(e),
+                Attempt::Refused(e) => return Err((attempt, e)),
                 Attempt::Retry(e) => {
                     tracing::debug!(peer = %link.peer.server_id, attempt, error = %e, "retrying");
                     last = e;
@@ -963,9 +961,10 @@ impl HttpsTransport {
                 delay *= 2;
             }
         }
-        Err(format!(
-            "gave up after {} attempts: {last}",
-            self.options.attempts
+        let attempts = self.options.attempts.max(1);
+        Err((
+            attempts,
+            format!("gave up after {attempts} attempts: {last}"),
         ))
     }
 

@@ -589,3 +589,35 @@ async fn a_batch_too_large_for_the_peer_is_sent_again_in_smaller_requests() {
     );
     assert!(second.batches > first.batches, "{second:?}");
 }
+
+// An entry refused inside a batch (here 403: it claims a sender the connection did not
+// authenticate) fails only that message, after one attempt: a refusal is not retried, and
+// the stats count the attempt it took, not the attempts it was allowed.
+#[tokio::test(flavor = "current_thread")]
+async fn an_entry_refused_inside_a_batch_fails_only_its_message_after_one_attempt() {
+    let pair = LocalPair::start(options(quick_https())).await.unwrap();
+    let transport = sender_to_dms2(&pair, quick_https());
+    let sender = HttpsSender(transport.clone());
+    let mut messages = notifs("refused-neighbour", 4);
+    messages.insert(
+        2,
+        notif("impostor", "dms3.elsewhere.example", Testbed::DMS2),
+    );
+    for m in &messages {
+        sender.send(m).await.unwrap();
+    }
+    wait_delivered(&transport, messages.len() as u64).await;
+    let stats = transport.stats();
+    assert_eq!((stats.delivered, stats.failed), (4, 1), "{stats:?}");
+    assert_eq!(stats.attempts, 5, "{stats:?}");
+    assert!(stats.batches >= 1, "{stats:?}");
+    let refused: Vec<_> = transport
+        .deliveries()
+        .into_iter()
+        .filter(|d| d.outcome.is_err())
+        .collect();
+    assert_eq!(refused.len(), 1);
+    assert_eq!(refused[0].session_id, "impostor");
+    let why = refused[0].outcome.as_ref().unwrap_err();
+    assert!(why.contains("403"), "{why}");
+}
