@@ -138,7 +138,12 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
             "--rounds" => a.rounds = number(it, "--rounds")?,
             "--vectors" => a.vectors = value(it, "--vectors")?.into(),
             "--encoded-dir" => a.encoded_dir = Some(value(it, "--encoded-dir")?.into()),
-            "--peer-requests" => a.https.max_requests_per_peer = number(it, "--peer-requests")?,
+            // Both: with `--batch 1` every message needs a request of its own.
+            "--peer-requests" => {
+                let p = number(it, "--peer-requests")?;
+                a.https.max_requests_per_peer = p;
+                a.https.max_unbatched_requests_per_peer = p;
+            }
             "--batch" => a.https.max_batch_messages = number(it, "--batch")?,
             "--json" => a.json = true,
             w if !w.starts_with('-') => a.what = w.to_string(),

@@ -1,5 +1,6 @@
-//! The HTTPS binding: each protocol message is one `POST` of the document to the peer's
-//! delegation endpoint, over TLS 1.3 with client certificates on both sides.
+//! The HTTPS binding: protocol messages are `POST`ed to the peer's delegation endpoint,
+//! one document per request or, under load, several in a batch, over TLS 1.3 with client
+//! certificates on both sides.
 //!
 //! Receiving: [`serve`] accepts TLS connections, maps the client certificate to a
 //! configured peer, checks what it can without the session, answers 202, and hands the
@@ -84,15 +85,20 @@ pub struct HttpsOptions {
     pub backoff: Duration,
     /// TLS handshake timeout on the server side.
     pub handshake_timeout: Duration,
-    /// Most requests in flight to one peer at a time (so as many connections). Messages
-    /// sent while all are in flight wait and leave together in the next request, so a
-    /// few are enough: a request's answer does not wait for the engine. With batching
-    /// off, each message needs a request of its own: raise this then.
+    /// Most requests in flight to one peer at a time while batching (so as many
+    /// connections). Messages sent while all are in flight wait and leave together in
+    /// the next request, so a few are enough: a request's answer does not wait for the
+    /// engine.
     pub max_requests_per_peer: usize,
-    /// Most messages one request may carry: messages waiting for a request to a peer
-    /// leave together in a batch of up to this many (and never more than
-    /// [`batch::MAX_BATCH_ENTRIES`], what a receiver takes). 1 turns batching off both
-    /// ways: one message per request out, and incoming batches answered with 415.
+    /// Most requests in flight to one peer when each message needs a request of its own:
+    /// batching is off here (`max_batch_messages` 1) or the peer refuses batches (415).
+    pub max_unbatched_requests_per_peer: usize,
+    /// Most messages one outgoing request may carry: messages waiting for a request to a
+    /// peer leave together in a batch of up to this many (and never more than
+    /// [`batch::MAX_BATCH_ENTRIES`], what a receiver takes). Incoming batches are taken
+    /// up to [`batch::MAX_BATCH_ENTRIES`] entries whatever this is, except that 1 turns
+    /// batching off both ways: one message per request out, incoming batches answered
+    /// with 415.
     pub max_batch_messages: usize,
     /// Largest batch document a request may carry, in bytes (a message larger than this
     /// goes alone). Keep it within the peers' body cap: a peer that answers a batch with
@@ -110,6 +116,7 @@ impl Default for HttpsOptions {
             backoff: Duration::from_millis(200),
             handshake_timeout: Duration::from_secs(10),
             max_requests_per_peer: 2,
+            max_unbatched_requests_per_peer: 32,
             max_batch_messages: 64,
             max_batch_bytes: 128 * 1024,
         }
@@ -430,8 +437,9 @@ fn failure_document(to: &Message, me: &str, reason: Reason) -> String {
 struct Refusal {
     status: StatusCode,
     detail: String,
-    /// The DELEGATION_FAILURE a request carrying only this message gets as its body.
-    failure: Option<String>,
+    /// `Sender` is not the authenticated peer: a request carrying only this message gets
+    /// a DELEGATION_FAILURE 110 as its body ([`sender_failure`]).
+    wrong_sender: bool,
 }
 
 /// What can be checked without the session is checked here, so the answer says it; the
@@ -445,30 +453,33 @@ fn check_addressing(app: &App, message: &Message, peer: &str) -> Result<(), Refu
         return Err(Refusal {
             status: StatusCode::MISDIRECTED_REQUEST,
             detail: e.to_string(),
-            failure: None,
+            wrong_sender: false,
         });
     }
     if message.header.sender != *peer {
-        tracing::warn!(%peer, claimed = %message.header.sender, "sender is not the authenticated peer");
-        let detail = format!(
-            "message claims sender `{}` but the connection authenticated `{peer}`",
-            message.header.sender
-        );
-        let mut answer = message.clone();
-        // The FAILURE goes back on this connection, to whoever really is talking.
-        answer.header.sender = peer.to_string();
-        let failure = failure_document(
-            &answer,
-            app.server.server_id(),
-            Reason::new(ReasonCode::AuthenticationFailed, detail.clone()),
-        );
         return Err(Refusal {
             status: StatusCode::FORBIDDEN,
-            detail,
-            failure: Some(failure),
+            detail: format!(
+                "message claims sender `{}` but the connection authenticated `{peer}`",
+                message.header.sender
+            ),
+            wrong_sender: true,
         });
     }
     Ok(())
+}
+
+/// The DELEGATION_FAILURE 110 answering a lone message whose `Sender` is not `peer`, the
+/// authenticated one (built only then: a batch's entry gets its status and text).
+fn sender_failure(app: &App, message: &Message, peer: &str, detail: &str) -> String {
+    let mut answer = message.clone();
+    // The FAILURE goes back on this connection, to whoever really is talking.
+    answer.header.sender = peer.to_string();
+    failure_document(
+        &answer,
+        app.server.server_id(),
+        Reason::new(ReasonCode::AuthenticationFailed, detail),
+    )
 }
 
 async fn receive(
@@ -515,9 +526,13 @@ async fn receive(
         }
         Err(Refusal {
             status,
-            failure: Some(failure),
-            ..
-        }) => (status, [(header::CONTENT_TYPE, MEDIA_TYPE)], failure).into_response(),
+            detail,
+            wrong_sender: true,
+        }) => {
+            tracing::warn!(%peer, claimed = %message.header.sender, "sender is not the authenticated peer");
+            let failure = sender_failure(&app, &message, &peer, &detail);
+            (status, [(header::CONTENT_TYPE, MEDIA_TYPE)], failure).into_response()
+        }
         Err(Refusal { status, detail, .. }) => (status, detail).into_response(),
     }
 }
@@ -530,6 +545,7 @@ fn receive_batch(app: &App, peer: &Arc<str>, body: &[u8]) -> Response {
         Ok(entries) => entries,
         Err(e) => return (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
     };
+    let mut wrong_senders = 0usize;
     let statuses: Vec<EntryStatus> = entries
         .into_iter()
         .map(|entry| {
@@ -542,10 +558,17 @@ fn receive_batch(app: &App, peer: &Arc<str>, body: &[u8]) -> Response {
                     app.enqueue(message, peer.clone());
                     EntryStatus::accepted()
                 }
-                Err(refusal) => EntryStatus::new(refusal.status.as_u16(), refusal.detail),
+                Err(refusal) => {
+                    wrong_senders += usize::from(refusal.wrong_sender);
+                    EntryStatus::new(refusal.status.as_u16(), refusal.detail)
+                }
             }
         })
         .collect();
+    // One line per batch, not per entry: a batch holds up to MAX_BATCH_ENTRIES.
+    if wrong_senders > 0 {
+        tracing::warn!(%peer, entries = wrong_senders, "batch entries claim a sender that is not the authenticated peer");
+    }
     (
         StatusCode::OK,
         [(header::CONTENT_TYPE, BATCH_MEDIA_TYPE)],
@@ -587,6 +610,35 @@ impl Attempt {
     }
 }
 
+/// Gives every gathered message the same outcome.
+fn send_to_all(gathered: Vec<Waiting>, outcome: Attempt) {
+    for w in gathered {
+        let _ = w.outcome.send(outcome.clone());
+    }
+}
+
+/// Most bytes read of the answer to a batch of `entries`: room for a refusal's text per
+/// entry, far more than a receiver writes.
+fn batch_result_cap(entries: usize) -> usize {
+    4096 + entries * 2048
+}
+
+/// The answer's body, or an error once it is longer than `cap` (a peer cannot make the
+/// sender hold an answer of any size).
+async fn read_capped(mut r: reqwest::Response, cap: usize) -> Result<Vec<u8>, String> {
+    if r.content_length().is_some_and(|n| n > cap as u64) {
+        return Err(format!("batch answer over {cap} bytes"));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = r.chunk().await.map_err(|e| format!("batch answer: {e}"))? {
+        if body.len() + chunk.len() > cap {
+            return Err(format!("batch answer over {cap} bytes"));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
 /// An answer's status, with its text read only when the message was refused.
 async fn attempt_of_response(r: reqwest::Response) -> Attempt {
     let status = r.status().as_u16();
@@ -596,8 +648,10 @@ async fn attempt_of_response(r: reqwest::Response) -> Attempt {
     }
 }
 
-/// Sends messages to peers over HTTPS with this server's client certificate. Messages to
-/// one peer are delivered in order by a background task per peer.
+/// Sends messages to peers over HTTPS with this server's client certificate. Each
+/// session's messages are delivered in order by a background task of the session's
+/// (started with its first message, ended when its queue is empty); a task per peer
+/// gathers what waits for that peer's requests into batches.
 pub struct HttpsTransport {
     client: reqwest::Client,
     peers: HashMap<String, Arc<PeerLink>>,
@@ -624,9 +678,48 @@ struct PeerLink {
     waiting: OnceLock<mpsc::UnboundedSender<Waiting>>,
     /// Set when the peer answered a batch with 415: one message per request from then on.
     batches_refused: AtomicBool,
-    /// Largest batch this peer is sent, in bytes: `max_batch_bytes`, halved each time the
-    /// peer answers a batch with 413 (its body cap is smaller).
+    /// Largest batch this peer is sent now, in bytes: halved when a batch breaks its
+    /// request, doubled back (up to the ceiling) when one goes through.
     batch_bytes: AtomicUsize,
+    /// Largest batch this peer is ever sent: `max_batch_bytes`, halved each time the peer
+    /// answers a batch with 413 (its body cap is smaller).
+    batch_bytes_ceiling: AtomicUsize,
+}
+
+impl PeerLink {
+    /// The peer takes no batches: one message per request from now on, with the
+    /// unbatched number of requests in flight.
+    fn refuse_batches(&self, status: StatusCode, options: &HttpsOptions) {
+        if !self.batches_refused.swap(true, Ordering::AcqRel) {
+            tracing::info!(peer = %self.peer.server_id, %status, "peer takes no batches: one message per request from now on");
+            self.in_flight.add_permits(
+                options
+                    .max_unbatched_requests_per_peer
+                    .saturating_sub(options.max_requests_per_peer.max(1)),
+            );
+        }
+    }
+
+    /// A batch of `bytes` did not get through: the next ones are at most half as large;
+    /// for good when the peer said it was too large (`cap_hit`).
+    fn shrink_batches(&self, bytes: usize, cap_hit: bool) {
+        let smaller = (bytes / 2).max(batch::ENVELOPE_BYTES);
+        self.batch_bytes.fetch_min(smaller, Ordering::Relaxed);
+        if cap_hit {
+            self.batch_bytes_ceiling
+                .fetch_min(smaller, Ordering::Relaxed);
+        }
+    }
+
+    /// A batch went through: batches may grow back toward the ceiling.
+    fn batch_went_through(&self) {
+        let ceiling = self.batch_bytes_ceiling.load(Ordering::Relaxed);
+        let _ = self
+            .batch_bytes
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |now| {
+                (now < ceiling).then(|| now.saturating_mul(2).min(ceiling))
+            });
+    }
 }
 
 /// A message waiting for a request to its peer, and where its attempt's outcome goes.
@@ -664,7 +757,8 @@ pub struct DeliveryStats {
     /// Messages given up on.
     pub failed: u64,
     /// Delivery attempts (retries included). Messages that leave together in a batch
-    /// make one attempt each and one request in all.
+    /// make one attempt each and one request in all (plus one request each when the
+    /// peer refuses the batch as a whole and they go again alone).
     pub attempts: u64,
     /// HTTP requests made.
     pub requests: u64,
@@ -707,7 +801,11 @@ impl HttpsTransport {
     ) -> Result<Arc<Self>, TlsError> {
         let mut builder = client_builder(identity, trust_pem, &options)?;
         let mut links = HashMap::with_capacity(peers.len());
-        let permits = options.max_requests_per_peer.max(1);
+        let permits = if options.max_batch_messages <= 1 {
+            options.max_unbatched_requests_per_peer.max(1)
+        } else {
+            options.max_requests_per_peer.max(1)
+        };
         for p in peers {
             if !p.endpoint.starts_with("https://") {
                 return Err(TlsError(format!(
@@ -731,6 +829,7 @@ impl HttpsTransport {
                     waiting: OnceLock::new(),
                     batches_refused: AtomicBool::new(false),
                     batch_bytes: AtomicUsize::new(options.max_batch_bytes),
+                    batch_bytes_ceiling: AtomicUsize::new(options.max_batch_bytes),
                 }),
             );
         }
@@ -782,7 +881,7 @@ impl HttpsTransport {
     /// One delivery attempt of one message: a request of its own under a permit, or,
     /// with batching on, a place in the peer's next request.
     async fn post(self: &Arc<Self>, link: &Arc<PeerLink>, xml: &Bytes) -> Attempt {
-        if self.options.max_batch_messages <= 1 {
+        if self.options.max_batch_messages <= 1 || link.batches_refused.load(Ordering::Relaxed) {
             let _permit = link.in_flight.acquire().await;
             return self.attempt(link, xml).await;
         }
@@ -810,9 +909,16 @@ impl HttpsTransport {
 
     /// Sends the messages gathered for one request: alone, or as a batch answered entry
     /// by entry. Every message gets its outcome.
-    async fn post_gathered(&self, link: &PeerLink, gathered: Vec<Waiting>, bytes: usize) {
-        if gathered.len() == 1 || link.batches_refused.load(Ordering::Relaxed) {
-            return self.post_one_by_one(link, gathered).await;
+    async fn post_gathered(
+        self: &Arc<Self>,
+        link: &Arc<PeerLink>,
+        mut gathered: Vec<Waiting>,
+        bytes: usize,
+    ) {
+        if gathered.len() == 1 {
+            let w = gathered.pop().expect("one message");
+            let _ = w.outcome.send(self.attempt(link, &w.xml).await);
+            return;
         }
         let mut writer = BatchWriter::with_capacity(bytes);
         for w in &gathered {
@@ -830,35 +936,27 @@ impl HttpsTransport {
             .body(writer.finish())
             .send()
             .await;
-        let whole = match sent {
-            Err(e) => Attempt::of_error(&e),
-            Ok(r) if r.status() == StatusCode::UNSUPPORTED_MEDIA_TYPE => {
-                // A receiver without batches (or with them turned off): it still takes
-                // the messages one by one.
-                tracing::info!(peer = %link.peer.server_id, "peer refuses batches: one message per request from now on");
-                link.batches_refused.store(true, Ordering::Relaxed);
-                return self.post_one_by_one(link, gathered).await;
-            }
-            // The batch as a whole was refused, so none of it was taken (a peer with a
-            // smaller body cap, or one that reads the envelope differently): each
-            // message may still be fine alone.
-            Ok(r)
-                if r.status() == StatusCode::PAYLOAD_TOO_LARGE
-                    || r.status() == StatusCode::BAD_REQUEST =>
-            {
-                if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                    let smaller = (bytes / 2).max(batch::ENVELOPE_BYTES);
-                    link.batch_bytes.fetch_min(smaller, Ordering::Relaxed);
-                    tracing::info!(peer = %link.peer.server_id, bytes, "peer refused a batch as too large: smaller batches from now on");
-                } else {
-                    tracing::warn!(peer = %link.peer.server_id, "peer refused a batch as a whole (400): sending its messages one by one");
+        let r = match sent {
+            Ok(r) => r,
+            Err(e) => {
+                // A request that broke once connected may have hit the peer's body cap:
+                // a receiver that stops reading answers 413 and closes, and the reset
+                // can overtake the answer. Smaller batches until one goes through.
+                if !e.is_connect() {
+                    link.shrink_batches(bytes, false);
                 }
-                return self.post_one_by_one(link, gathered).await;
+                return send_to_all(gathered, Attempt::of_error(&e));
             }
-            Ok(r) if r.status().is_success() => match r.bytes().await {
-                Err(e) => Attempt::Retry(format!("batch answer: {e}")),
-                Ok(body) => match batch::decode_batch_result(&body) {
+        };
+        let status = r.status();
+        let whole = match status {
+            s if s.is_success() => {
+                let answer = read_capped(r, batch_result_cap(gathered.len())).await;
+                match answer.and_then(|body| {
+                    batch::decode_batch_result(&body).map_err(|e| format!("batch answer: {e}"))
+                }) {
                     Ok(statuses) if statuses.len() == gathered.len() => {
+                        link.batch_went_through();
                         for (w, s) in gathered.into_iter().zip(statuses) {
                             let _ = w.outcome.send(Attempt::of_status(s.status, &s.detail));
                         }
@@ -871,20 +969,45 @@ impl HttpsTransport {
                         statuses.len(),
                         gathered.len()
                     )),
-                    Err(e) => Attempt::Retry(format!("batch answer: {e}")),
-                },
-            },
-            Ok(r) => attempt_of_response(r).await,
+                    Err(e) => Attempt::Retry(e),
+                }
+            }
+            // Refused as a whole, so none of it was taken: each message may still be fine
+            // alone (a smaller body cap, or a stricter reading of the envelope).
+            StatusCode::PAYLOAD_TOO_LARGE | StatusCode::BAD_REQUEST => {
+                if status == StatusCode::PAYLOAD_TOO_LARGE {
+                    link.shrink_batches(bytes, true);
+                    tracing::info!(peer = %link.peer.server_id, bytes, "peer refused a batch as too large: smaller batches from now on");
+                } else {
+                    tracing::warn!(peer = %link.peer.server_id, "peer refused a batch as a whole (400): sending its messages one by one");
+                }
+                return self.post_each_alone(link, gathered);
+            }
+            // The certificate names no configured peer: every message would hear the same.
+            StatusCode::FORBIDDEN => attempt_of_response(r).await,
+            s if s.is_server_error() || s == StatusCode::TOO_MANY_REQUESTS => {
+                Attempt::Retry(format!("HTTP {s}"))
+            }
+            // 415, or an answer a batch cannot have (404 and 409 mean "processed" only
+            // for a lone message): a peer, or something in front of it, that takes no
+            // batches. Nothing was taken; the messages go one per request.
+            other => {
+                link.refuse_batches(other, &self.options);
+                return self.post_each_alone(link, gathered);
+            }
         };
-        for w in gathered {
-            let _ = w.outcome.send(whole.clone());
-        }
+        send_to_all(gathered, whole);
     }
 
-    /// Each message in a request of its own, one after the other.
-    async fn post_one_by_one(&self, link: &PeerLink, gathered: Vec<Waiting>) {
+    /// Each message in a request of its own, as many at once as the peer's permits allow
+    /// (the refused batch's permit is released as this returns).
+    fn post_each_alone(self: &Arc<Self>, link: &Arc<PeerLink>, gathered: Vec<Waiting>) {
         for w in gathered {
-            let _ = w.outcome.send(self.attempt(link, &w.xml).await);
+            let (transport, link) = (self.clone(), link.clone());
+            tokio::spawn(async move {
+                let _permit = link.in_flight.clone().acquire_owned().await;
+                let _ = w.outcome.send(transport.attempt(&link, &w.xml).await);
+            });
         }
     }
 
@@ -1015,15 +1138,18 @@ async fn gather_batches(
     };
     let mut carried: Option<Waiting> = None;
     loop {
-        let Ok(permit) = permits.clone().acquire_owned().await else {
-            break;
-        };
         let first = match carried.take() {
             Some(w) => w,
             None => match waiting.recv().await {
                 Some(w) => w,
                 None => break,
             },
+        };
+        // The permit after the first message, not before: an idle task must not hold one
+        // that messages sent alone (after a refused batch) wait for. What arrives while
+        // this waits leaves with `first`.
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            break;
         };
         // Strong references only while a request is made: the transport must be able to
         // drop, which closes the queue and ends this task.
