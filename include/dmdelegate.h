@@ -558,12 +558,66 @@ typedef struct dmd_device_hub {
 } dmd_device_hub;
 
 /**
+ * Settings of the HTTPS binding (mutual TLS), read during `dmd_server_new` only (copied);
+ * 0 keeps a field's default (in brackets). Durations are in milliseconds. Values that are
+ * not 0 must be usable: `dmd_server_new` refuses a body or batch cap under 1024 bytes
+ * with `DMD_ERR_INVALID_ARGUMENT`, the last error message naming the field (for example
+ * `https.max_body_bytes`). docs/protocol.md §8.1/§8.2 describe batching.
+ */
+typedef struct dmd_https_options {
+    /**
+     * TCP + TLS connect timeout of outgoing requests [5 s].
+     */
+    uint64_t connect_timeout_ms;
+    /**
+     * Whole-request timeout of outgoing requests [30 s].
+     */
+    uint64_t request_timeout_ms;
+    /**
+     * TLS handshake timeout of incoming connections [10 s].
+     */
+    uint64_t handshake_timeout_ms;
+    /**
+     * First delay before a failed request is retried; it doubles each attempt [200 ms].
+     */
+    uint64_t backoff_ms;
+    /**
+     * Delivery attempts per message, 1 = no retry [4].
+     */
+    uint32_t attempts;
+    /**
+     * Largest accepted request body, in bytes; at least 1024 [256 KiB].
+     */
+    size_t max_body_bytes;
+    /**
+     * Most requests in flight to one peer at a time while batching; messages sent while
+     * all are in flight leave together in the next request [2].
+     */
+    size_t max_requests_per_peer;
+    /**
+     * Most requests in flight to one peer when each message needs a request of its own
+     * (batching off, or the peer refuses batches) [32].
+     */
+    size_t max_unbatched_requests_per_peer;
+    /**
+     * Most messages one outgoing request may carry; 1 turns batching off both ways (one
+     * message per request out, incoming batches answered with 415) [64].
+     */
+    size_t max_batch_messages;
+    /**
+     * Largest batch document a request may carry, in bytes (a larger message goes
+     * alone); at least 1024, and within the peers' body cap [128 KiB].
+     */
+    size_t max_batch_bytes;
+} dmd_https_options;
+
+/**
  * A server's configuration, read during `dmd_server_new` only (every string is copied).
  *
  * Two wires: with `transport` NULL the server serves the HTTPS binding (mutual TLS) and
  * `listen_address`, `cert_pem`, `key_pem`, `trust_pem` are required; with `transport`
- * set, messages travel over the host's own transport and those five fields and `peers`
- * must be NULL/0.
+ * set, messages travel over the host's own transport and those five fields, `peers` and
+ * `https` must be NULL/0.
  */
 typedef struct dmd_server_config {
     /**
@@ -616,6 +670,11 @@ typedef struct dmd_server_config {
      * callbacks), or the server's own SyncML endpoint for networked devices.
      */
     const struct dmd_device_hub *device_hub;
+    /**
+     * NULL for the HTTPS binding's default settings, or its settings (copied). Must be
+     * NULL with `transport` set.
+     */
+    const struct dmd_https_options *https;
 } dmd_server_config;
 
 /**
@@ -1308,17 +1367,20 @@ enum dmd_result dmd_reply_set_text(struct dmd_reply *reply, const char *text);
  * deadlines.
  *
  * Returns `DMD_OK`; `DMD_ERR_INVALID_ARGUMENT` for a bad ServerID, address, peer, PEM
- * data or string, or HTTPS fields given with a transport; `DMD_ERR_STORE` when the
+ * data, string or HTTPS option (the message names the field, e.g. `https.max_body_bytes`),
+ * or HTTPS fields (`https` included) given with a transport; `DMD_ERR_STORE` when the
  * store cannot be opened; `DMD_ERR_RUNTIME` when the runtime cannot start;
  * `DMD_ERR_TRANSPORT` when the address cannot be bound.
  *
- * - Ownership: `config`, `callbacks` and `config->transport` stay the caller's (copied);
- *   `callbacks->userdata` and `transport->userdata` must stay valid until
- *   `dmd_server_free` returns. On success `*out` is a new server the caller frees with
- *   `dmd_server_free`; on failure `*out` is not written.
+ * - Ownership: `config`, `callbacks`, `config->transport`, `config->timeouts` and
+ *   `config->https` stay the caller's (copied); `callbacks->userdata` and
+ *   `transport->userdata` must stay valid until `dmd_server_free` returns. On success
+ *   `*out` is a new server the caller frees with `dmd_server_free`; on failure `*out` is
+ *   not written.
  * - NULL: `config`, `callbacks`, `out`, `config->server_id`, a required HTTPS string or
  *   `transport->send` NULL gives `DMD_ERR_NULL_ARGUMENT`; NULL host callback functions
- *   are allowed (see `dmd_host_callbacks`).
+ *   are allowed (see `dmd_host_callbacks`); `config->timeouts` and `config->https` NULL
+ *   keep the defaults.
  * - Threads: any thread, concurrently.
  * - Signals: the HTTPS stack may write to a socket whose peer has closed it; the process
  *   must ignore SIGPIPE (`signal(SIGPIPE, SIG_IGN)` at start, as Rust programs do),

@@ -123,6 +123,64 @@ impl Default for HttpsOptions {
     }
 }
 
+/// What is wrong with an [`HttpsOptions`]: the field (its Rust name) and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field} {reason}")]
+pub struct InvalidHttpsOption {
+    /// The field, e.g. `max_requests_per_peer`.
+    pub field: &'static str,
+    /// Why, e.g. "must be at least 1".
+    pub reason: String,
+}
+
+impl HttpsOptions {
+    /// Checks the options before a server uses them: every count at least 1, every
+    /// duration above zero, body and batch caps large enough for a message. Every binding
+    /// passes its settings through this, so a bad value is refused the same way in each
+    /// language.
+    pub fn validate(&self) -> Result<(), InvalidHttpsOption> {
+        let at_least = |field: &'static str, value: usize, least: usize| {
+            if value < least {
+                Err(InvalidHttpsOption {
+                    field,
+                    reason: format!("must be at least {least} (is {value})"),
+                })
+            } else {
+                Ok(())
+            }
+        };
+        let positive = |field: &'static str, value: Duration| {
+            if value.is_zero() {
+                Err(InvalidHttpsOption {
+                    field,
+                    reason: "must be above zero".into(),
+                })
+            } else {
+                Ok(())
+            }
+        };
+        at_least("max_body_bytes", self.max_body_bytes, MIN_BODY_BYTES)?;
+        positive("connect_timeout", self.connect_timeout)?;
+        positive("request_timeout", self.request_timeout)?;
+        at_least("attempts", self.attempts as usize, 1)?;
+        positive("backoff", self.backoff)?;
+        positive("handshake_timeout", self.handshake_timeout)?;
+        at_least("max_requests_per_peer", self.max_requests_per_peer, 1)?;
+        at_least(
+            "max_unbatched_requests_per_peer",
+            self.max_unbatched_requests_per_peer,
+            1,
+        )?;
+        at_least("max_batch_messages", self.max_batch_messages, 1)?;
+        at_least("max_batch_bytes", self.max_batch_bytes, MIN_BODY_BYTES)?;
+        Ok(())
+    }
+}
+
+/// The smallest body cap [`HttpsOptions::validate`] accepts: room for the smallest
+/// messages (a FAILURE with a short text is about 500 bytes).
+pub const MIN_BODY_BYTES: usize = 1024;
+
 /// The ServerID the connection's client certificate proved, if any configured peer matches.
 /// Shared: the connection's router hands a copy to every request.
 #[derive(Debug, Clone)]

@@ -18,7 +18,7 @@ pub mod tls;
 pub use dm::{DeviceLink, DmHub, HubHost, HubOptions, InvalidDeviceLink};
 pub use https::{
     client_builder, serve, serve_echo, DeliveryStats, Endpoint, HttpsOptions, HttpsSender,
-    HttpsTransport, Peer, DELEGATION_PATH,
+    HttpsTransport, InvalidHttpsOption, Peer, DELEGATION_PATH, MIN_BODY_BYTES,
 };
 pub use local::{DeviceMode, LocalOptions, LocalPair, NetworkParts, PairDelivery};
 pub use server::{route_bootstrap, DeviceHubOptions, Server, ServerOptions, StartDelegation, Wire};

@@ -295,6 +295,9 @@ impl Server {
                 peers,
                 options,
             } => {
+                options
+                    .validate()
+                    .map_err(|e| invalid(&format!("https.{}", e.field), e.reason))?;
                 // Fail on unusable PEM data now rather than when the peers arrive.
                 crate::tls::server_config(&identity, &trust_pem)
                     .map_err(|e| invalid("identity", e))?;

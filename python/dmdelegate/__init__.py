@@ -4,7 +4,8 @@ One DM Server (DMS-1) hands authority over a managed device to another (DMS-2), 
 for parts of its DM Tree. This package wraps the dmdelegate Rust core:
 
 * :class:`Server` is a DM Server's delegation engine over HTTPS with mutual TLS, configured
-  by a :class:`ServerConfig` (:class:`Peer`, :class:`Timeouts`, an optional SQLite store)
+  by a :class:`ServerConfig` (:class:`Peer`, :class:`Timeouts`, the HTTPS binding's
+  :class:`HttpsSettings`, an optional SQLite store)
   and calling back a host object that implements the :class:`~dmdelegate.host.Host`
   protocol (policy, client operations, DM session, DM account, Bootstrap Server URL,
   events), with plain or ``async def`` methods. Each server method comes blocking (the
@@ -42,6 +43,7 @@ from ._native import (
     Event,
     FailedError,
     HostError,
+    HttpsSettings,
     Identity,
     InvalidArgumentError,
     InvalidStateError,
@@ -88,6 +90,7 @@ __all__ = [
     "FailedError",
     "Host",
     "HostError",
+    "HttpsSettings",
     "Identity",
     "InvalidArgumentError",
     "InvalidStateError",

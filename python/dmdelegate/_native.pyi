@@ -25,6 +25,7 @@ __all__ = [
     "Event",
     "FailedError",
     "HostError",
+    "HttpsSettings",
     "Identity",
     "InvalidArgumentError",
     "InvalidStateError",
@@ -318,6 +319,52 @@ class Timeouts:
     def __eq__(self, value: object, /) -> bool: ...
 
 @final
+class HttpsSettings:
+    """The HTTPS binding's limits, timeouts, retries and batching, durations in seconds.
+
+    Local settings (protocol sections 8.1 and 8.2): nothing of them goes on the wire.
+    Durations must be above zero and counts at least 1 (InvalidArgumentError naming the
+    field); ``max_body_bytes`` and ``max_batch_bytes`` below 1024 are refused when the
+    server starts (field ``https.<name>``).
+    """
+
+    def __new__(
+        cls,
+        *,
+        connect_timeout: float = 5.0,
+        request_timeout: float = 30.0,
+        handshake_timeout: float = 10.0,
+        backoff: float = 0.2,
+        attempts: int = 4,
+        max_body_bytes: int = 262144,
+        max_requests_per_peer: int = 2,
+        max_unbatched_requests_per_peer: int = 32,
+        max_batch_messages: int = 64,
+        max_batch_bytes: int = 131072,
+    ) -> HttpsSettings: ...
+    @property
+    def connect_timeout(self) -> float: ...
+    @property
+    def request_timeout(self) -> float: ...
+    @property
+    def handshake_timeout(self) -> float: ...
+    @property
+    def backoff(self) -> float: ...
+    @property
+    def attempts(self) -> int: ...
+    @property
+    def max_body_bytes(self) -> int: ...
+    @property
+    def max_requests_per_peer(self) -> int: ...
+    @property
+    def max_unbatched_requests_per_peer(self) -> int: ...
+    @property
+    def max_batch_messages(self) -> int: ...
+    @property
+    def max_batch_bytes(self) -> int: ...
+    def __eq__(self, value: object, /) -> bool: ...
+
+@final
 class Peer:
     """A peer DM Server: ServerID, endpoint URL, optional ``ip:port`` and certificate name."""
 
@@ -393,6 +440,7 @@ class ServerConfig:
         store_path: str | os.PathLike[str] | None = None,
         watch_period: float = 0.5,
         device_hub: DeviceHub | None = None,
+        https: HttpsSettings | None = None,
     ) -> ServerConfig: ...
     @property
     def server_id(self) -> str: ...
@@ -414,6 +462,8 @@ class ServerConfig:
     def watch_period(self) -> float: ...
     @property
     def device_hub(self) -> DeviceHub | None: ...
+    @property
+    def https(self) -> HttpsSettings | None: ...
     def __eq__(self, value: object, /) -> bool: ...
 
 @final

@@ -333,6 +333,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<types::Rejection>()?;
     m.add_class::<types::DmAccount>()?;
     m.add_class::<server::Timeouts>()?;
+    m.add_class::<server::HttpsSettings>()?;
     m.add_class::<server::Peer>()?;
     m.add_class::<server::DeviceLink>()?;
     m.add_class::<server::DeviceHub>()?;

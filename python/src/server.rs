@@ -1,6 +1,6 @@
 //! `Server`: a delegation server over HTTPS with mutual TLS whose host is a Python object,
 //! wrapping `dmdelegate_net::Server`; and its configuration (`ServerConfig`, `Peer`,
-//! `Timeouts`).
+//! `Timeouts`, `HttpsSettings`).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -96,6 +96,171 @@ impl Timeouts {
             self.confirm(),
             self.bootstrap_confirm(),
             self.client_session()
+        )
+    }
+}
+
+/// `HttpsOptions::default()`, where the constructor's defaults come from.
+fn https_default() -> HttpsOptions {
+    HttpsOptions::default()
+}
+
+/// A duration setting in seconds: a number of seconds above zero.
+fn positive_seconds(py: Python<'_>, field: &str, s: f64) -> PyResult<Duration> {
+    let d = parse_seconds(py, field, s)?;
+    if d.is_zero() {
+        return Err(invalid(py, field, "must be more than 0"));
+    }
+    Ok(d)
+}
+
+/// A count setting: at least 1 and within `T`'s range.
+fn count<T: TryFrom<i64>>(py: Python<'_>, field: &str, n: i64) -> PyResult<T> {
+    if n < 1 {
+        return Err(invalid(py, field, format!("must be at least 1 (is {n})")));
+    }
+    T::try_from(n).map_err(|_| invalid(py, field, format!("{n} is too large")))
+}
+
+/// The HTTPS binding's limits, timeouts, retries and batching (protocol sections 8.1 and
+/// 8.2), durations in seconds. Local settings: nothing of them goes on the wire.
+#[pyclass(frozen, eq, from_py_object, module = "dmdelegate._native")]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HttpsSettings {
+    pub inner: HttpsOptions,
+}
+
+#[pymethods]
+impl HttpsSettings {
+    // The defaults are `HttpsOptions::default()`'s; the text signature spells them out for
+    // `inspect` and stubtest (tests/test_https_settings.py checks the two agree).
+    #[new]
+    #[pyo3(
+        signature = (
+            *,
+            connect_timeout = secs(https_default().connect_timeout),
+            request_timeout = secs(https_default().request_timeout),
+            handshake_timeout = secs(https_default().handshake_timeout),
+            backoff = secs(https_default().backoff),
+            attempts = i64::from(https_default().attempts),
+            max_body_bytes = https_default().max_body_bytes as i64,
+            max_requests_per_peer = https_default().max_requests_per_peer as i64,
+            max_unbatched_requests_per_peer = https_default().max_unbatched_requests_per_peer as i64,
+            max_batch_messages = https_default().max_batch_messages as i64,
+            max_batch_bytes = https_default().max_batch_bytes as i64,
+        ),
+        text_signature = "(*, connect_timeout=5.0, request_timeout=30.0, handshake_timeout=10.0, backoff=0.2, attempts=4, max_body_bytes=262144, max_requests_per_peer=2, max_unbatched_requests_per_peer=32, max_batch_messages=64, max_batch_bytes=131072)"
+    )]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        py: Python<'_>,
+        connect_timeout: f64,
+        request_timeout: f64,
+        handshake_timeout: f64,
+        backoff: f64,
+        attempts: i64,
+        max_body_bytes: i64,
+        max_requests_per_peer: i64,
+        max_unbatched_requests_per_peer: i64,
+        max_batch_messages: i64,
+        max_batch_bytes: i64,
+    ) -> PyResult<Self> {
+        Ok(Self {
+            inner: HttpsOptions {
+                connect_timeout: positive_seconds(py, "connect_timeout", connect_timeout)?,
+                request_timeout: positive_seconds(py, "request_timeout", request_timeout)?,
+                handshake_timeout: positive_seconds(py, "handshake_timeout", handshake_timeout)?,
+                backoff: positive_seconds(py, "backoff", backoff)?,
+                attempts: count(py, "attempts", attempts)?,
+                max_body_bytes: count(py, "max_body_bytes", max_body_bytes)?,
+                max_requests_per_peer: count(py, "max_requests_per_peer", max_requests_per_peer)?,
+                max_unbatched_requests_per_peer: count(
+                    py,
+                    "max_unbatched_requests_per_peer",
+                    max_unbatched_requests_per_peer,
+                )?,
+                max_batch_messages: count(py, "max_batch_messages", max_batch_messages)?,
+                max_batch_bytes: count(py, "max_batch_bytes", max_batch_bytes)?,
+            },
+        })
+    }
+
+    /// TCP + TLS connect timeout of a request to a peer.
+    #[getter]
+    fn connect_timeout(&self) -> f64 {
+        secs(self.inner.connect_timeout)
+    }
+
+    /// Timeout of a whole request to a peer, answer included.
+    #[getter]
+    fn request_timeout(&self) -> f64 {
+        secs(self.inner.request_timeout)
+    }
+
+    /// TLS handshake timeout of an incoming connection.
+    #[getter]
+    fn handshake_timeout(&self) -> f64 {
+        secs(self.inner.handshake_timeout)
+    }
+
+    /// First retry delay; it doubles each attempt.
+    #[getter]
+    fn backoff(&self) -> f64 {
+        secs(self.inner.backoff)
+    }
+
+    /// Delivery attempts per message (1: no retry).
+    #[getter]
+    fn attempts(&self) -> u32 {
+        self.inner.attempts
+    }
+
+    /// Largest accepted request body, in bytes (at least 1024 when the server starts).
+    #[getter]
+    fn max_body_bytes(&self) -> usize {
+        self.inner.max_body_bytes
+    }
+
+    /// Most requests in flight to one peer while batching: messages sent while all are
+    /// in flight leave together in the next request.
+    #[getter]
+    fn max_requests_per_peer(&self) -> usize {
+        self.inner.max_requests_per_peer
+    }
+
+    /// Most requests in flight to one peer when each message has a request of its own
+    /// (batching off, or a peer that takes no batches).
+    #[getter]
+    fn max_unbatched_requests_per_peer(&self) -> usize {
+        self.inner.max_unbatched_requests_per_peer
+    }
+
+    /// Most messages one outgoing batch carries; 1 turns batching off both ways.
+    #[getter]
+    fn max_batch_messages(&self) -> usize {
+        self.inner.max_batch_messages
+    }
+
+    /// Largest batch document a request carries, in bytes (a larger message goes alone;
+    /// at least 1024 when the server starts).
+    #[getter]
+    fn max_batch_bytes(&self) -> usize {
+        self.inner.max_batch_bytes
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "HttpsSettings(connect_timeout={:?}, request_timeout={:?}, handshake_timeout={:?}, backoff={:?}, attempts={}, max_body_bytes={}, max_requests_per_peer={}, max_unbatched_requests_per_peer={}, max_batch_messages={}, max_batch_bytes={})",
+            self.connect_timeout(),
+            self.request_timeout(),
+            self.handshake_timeout(),
+            self.backoff(),
+            self.inner.attempts,
+            self.inner.max_body_bytes,
+            self.inner.max_requests_per_peer,
+            self.inner.max_unbatched_requests_per_peer,
+            self.inner.max_batch_messages,
+            self.inner.max_batch_bytes
         )
     }
 }
@@ -341,12 +506,15 @@ pub struct ServerConfig {
     /// devices itself.
     #[pyo3(get)]
     pub device_hub: Option<DeviceHub>,
+    /// The HTTPS binding's settings; None for the defaults.
+    #[pyo3(get)]
+    pub https: Option<HttpsSettings>,
 }
 
 #[pymethods]
 impl ServerConfig {
     #[new]
-    #[pyo3(signature = (server_id, *, cert_pem, key_pem, trust_pem, listen = "127.0.0.1:0", peers = None, timeouts = None, store_path = None, watch_period = 0.5, device_hub = None))]
+    #[pyo3(signature = (server_id, *, cert_pem, key_pem, trust_pem, listen = "127.0.0.1:0", peers = None, timeouts = None, store_path = None, watch_period = 0.5, device_hub = None, https = None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -360,6 +528,7 @@ impl ServerConfig {
         store_path: Option<PathBuf>,
         watch_period: f64,
         device_hub: Option<DeviceHub>,
+        https: Option<HttpsSettings>,
     ) -> PyResult<Self> {
         let listen = listen
             .parse::<SocketAddr>()
@@ -379,6 +548,7 @@ impl ServerConfig {
             store_path,
             watch_period,
             device_hub,
+            https,
         })
     }
 
@@ -550,7 +720,12 @@ impl Server {
                 },
                 trust_pem: config.trust_pem.clone(),
                 peers: config.peers.iter().map(NetPeer::from).collect(),
-                options: HttpsOptions::default(),
+                // Checked by `start` (`HttpsOptions::validate`): a value the constructor
+                // took but the binding cannot use is refused as `https.<field>`.
+                options: config
+                    .https
+                    .as_ref()
+                    .map_or_else(HttpsOptions::default, |h| h.inner),
             },
         );
         if let Some(t) = &config.timeouts {

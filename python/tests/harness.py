@@ -24,6 +24,7 @@ from dmdelegate import (
     Event,
     Host,
     HostError,
+    HttpsSettings,
     Offer,
     Rejection,
     Server,
@@ -127,6 +128,7 @@ def start_server(
     timeouts: Timeouts | None = None,
     store_path: str | os.PathLike[str] | None = None,
     watch_period: float = 0.5,
+    https: HttpsSettings | None = None,
 ) -> Server:
     """A server on 127.0.0.1 (any free port) with an identity from `pki`, no peers yet."""
     identity = pki.issue(server_id)
@@ -138,6 +140,7 @@ def start_server(
         timeouts=timeouts,
         store_path=store_path,
         watch_period=watch_period,
+        https=https,
     )
     return Server(config, host)
 
@@ -148,7 +151,8 @@ class Pair:
     Hosts default to `DeviceHost`s; a `DeviceHost` given is made to manage the devices.
     DMS-2's Bootstrap Server serves DMS-2's account, and each device is wired to fetch it
     when DMS-1 leaves the bootstrap trigger (Methods 3/4), unless `route_bootstrap` is
-    False (then the device never comes back).
+    False (then the device never comes back). `https` configures both servers' HTTPS
+    binding (None: the defaults).
     """
 
     def __init__(
@@ -162,6 +166,7 @@ class Pair:
         store1: str | os.PathLike[str] | None = None,
         route_bootstrap: bool = True,
         watch_period: float = 0.5,
+        https: HttpsSettings | None = None,
     ) -> None:
         self.devices = list(devices) if devices is not None else [new_device()]
         self.device = self.devices[0]
@@ -177,8 +182,11 @@ class Pair:
             timeouts=timeouts,
             store_path=store1,
             watch_period=watch_period,
+            https=https,
         )
-        self.dms2 = start_server(pki, DMS2, self.host2, timeouts=timeouts, watch_period=watch_period)
+        self.dms2 = start_server(
+            pki, DMS2, self.host2, timeouts=timeouts, watch_period=watch_period, https=https
+        )
         self.dms1.set_peers([self.dms2.as_peer()])
         self.dms2.set_peers([self.dms1.as_peer()])
         self.bootstrap = SimBootstrapServer()

@@ -56,7 +56,7 @@ pub use host::{
 pub use local::{dmd_delegation_type, dmd_local_pair, dmd_outcome, dmd_state};
 pub use result::{dmd_last_error_message, dmd_result};
 pub use server::{
-    dmd_delegation_request, dmd_peer, dmd_server, dmd_server_config, dmd_session_state,
-    dmd_timeouts, dmd_transport,
+    dmd_delegation_request, dmd_https_options, dmd_peer, dmd_server, dmd_server_config,
+    dmd_session_state, dmd_timeouts, dmd_transport,
 };
 pub use testing::{dmd_identity, dmd_sim_bootstrap_server, dmd_sim_device, dmd_test_pki};

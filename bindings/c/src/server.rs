@@ -88,6 +88,73 @@ impl dmd_timeouts {
     }
 }
 
+/// Settings of the HTTPS binding (mutual TLS), read during `dmd_server_new` only (copied);
+/// 0 keeps a field's default (in brackets). Durations are in milliseconds. Values that are
+/// not 0 must be usable: `dmd_server_new` refuses a body or batch cap under 1024 bytes
+/// with `DMD_ERR_INVALID_ARGUMENT`, the last error message naming the field (for example
+/// `https.max_body_bytes`). docs/protocol.md §8.1/§8.2 describe batching.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct dmd_https_options {
+    /// TCP + TLS connect timeout of outgoing requests [5 s].
+    pub connect_timeout_ms: u64,
+    /// Whole-request timeout of outgoing requests [30 s].
+    pub request_timeout_ms: u64,
+    /// TLS handshake timeout of incoming connections [10 s].
+    pub handshake_timeout_ms: u64,
+    /// First delay before a failed request is retried; it doubles each attempt [200 ms].
+    pub backoff_ms: u64,
+    /// Delivery attempts per message, 1 = no retry [4].
+    pub attempts: u32,
+    /// Largest accepted request body, in bytes; at least 1024 [256 KiB].
+    pub max_body_bytes: usize,
+    /// Most requests in flight to one peer at a time while batching; messages sent while
+    /// all are in flight leave together in the next request [2].
+    pub max_requests_per_peer: usize,
+    /// Most requests in flight to one peer when each message needs a request of its own
+    /// (batching off, or the peer refuses batches) [32].
+    pub max_unbatched_requests_per_peer: usize,
+    /// Most messages one outgoing request may carry; 1 turns batching off both ways (one
+    /// message per request out, incoming batches answered with 415) [64].
+    pub max_batch_messages: usize,
+    /// Largest batch document a request may carry, in bytes (a larger message goes
+    /// alone); at least 1024, and within the peers' body cap [128 KiB].
+    pub max_batch_bytes: usize,
+}
+
+impl dmd_https_options {
+    fn apply(&self) -> HttpsOptions {
+        let d = HttpsOptions::default();
+        let ms = |ms: u64, default: Duration| {
+            if ms == 0 {
+                default
+            } else {
+                Duration::from_millis(ms)
+            }
+        };
+        let n = |n: usize, default: usize| if n == 0 { default } else { n };
+        HttpsOptions {
+            max_body_bytes: n(self.max_body_bytes, d.max_body_bytes),
+            connect_timeout: ms(self.connect_timeout_ms, d.connect_timeout),
+            request_timeout: ms(self.request_timeout_ms, d.request_timeout),
+            attempts: if self.attempts == 0 {
+                d.attempts
+            } else {
+                self.attempts
+            },
+            backoff: ms(self.backoff_ms, d.backoff),
+            handshake_timeout: ms(self.handshake_timeout_ms, d.handshake_timeout),
+            max_requests_per_peer: n(self.max_requests_per_peer, d.max_requests_per_peer),
+            max_unbatched_requests_per_peer: n(
+                self.max_unbatched_requests_per_peer,
+                d.max_unbatched_requests_per_peer,
+            ),
+            max_batch_messages: n(self.max_batch_messages, d.max_batch_messages),
+            max_batch_bytes: n(self.max_batch_bytes, d.max_batch_bytes),
+        }
+    }
+}
+
 /// The host's own transport, for a server that does not use the HTTPS binding: every
 /// outgoing message goes to `send`; incoming ones are handed to `dmd_server_receive`.
 #[repr(C)]
@@ -116,8 +183,8 @@ pub struct dmd_transport {
 ///
 /// Two wires: with `transport` NULL the server serves the HTTPS binding (mutual TLS) and
 /// `listen_address`, `cert_pem`, `key_pem`, `trust_pem` are required; with `transport`
-/// set, messages travel over the host's own transport and those five fields and `peers`
-/// must be NULL/0.
+/// set, messages travel over the host's own transport and those five fields, `peers` and
+/// `https` must be NULL/0.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct dmd_server_config {
@@ -149,6 +216,9 @@ pub struct dmd_server_config {
     /// NULL when the host reaches devices itself (its `execute` and `open_dm_session`
     /// callbacks), or the server's own SyncML endpoint for networked devices.
     pub device_hub: *const dmd_device_hub,
+    /// NULL for the HTTPS binding's default settings, or its settings (copied). Must be
+    /// NULL with `transport` set.
+    pub https: *const dmd_https_options,
 }
 
 /// How a device proves itself to the device hub (the CLCRED `AAuthType`).
@@ -447,10 +517,14 @@ unsafe fn read_config(config: &dmd_server_config) -> Result<ServerOptions, Failu
                 config.key_pem,
                 config.trust_pem,
             ];
-            if https_fields.iter().any(|p| !p.is_null()) || config.peer_count > 0 {
+            if https_fields.iter().any(|p| !p.is_null())
+                || config.peer_count > 0
+                || !config.https.is_null()
+            {
                 return Err(Failure::invalid(
                     "config->transport",
-                    "a server with its own transport takes no listen address, PEM data or peers",
+                    "a server with its own transport takes no listen address, PEM data, \
+                     peers or HTTPS options",
                 ));
             }
             Wire::Custom(Arc::new(CTransport(*t)))
@@ -466,6 +540,10 @@ unsafe fn read_config(config: &dmd_server_config) -> Result<ServerOptions, Failu
                     read_peers(config.peers, config.peer_count)?,
                 )
             };
+            // SAFETY: the caller guarantees the pointer. Validated by `Server::start`
+            // (`https.<field>` in the message).
+            let options = unsafe { config.https.as_ref() }
+                .map_or_else(HttpsOptions::default, dmd_https_options::apply);
             Wire::Https {
                 listen: listen
                     .parse()
@@ -476,7 +554,7 @@ unsafe fn read_config(config: &dmd_server_config) -> Result<ServerOptions, Failu
                 },
                 trust_pem: trust.to_string(),
                 peers,
-                options: HttpsOptions::default(),
+                options,
             }
         }
     };
@@ -501,17 +579,20 @@ unsafe fn read_config(config: &dmd_server_config) -> Result<ServerOptions, Failu
 /// deadlines.
 ///
 /// Returns `DMD_OK`; `DMD_ERR_INVALID_ARGUMENT` for a bad ServerID, address, peer, PEM
-/// data or string, or HTTPS fields given with a transport; `DMD_ERR_STORE` when the
+/// data, string or HTTPS option (the message names the field, e.g. `https.max_body_bytes`),
+/// or HTTPS fields (`https` included) given with a transport; `DMD_ERR_STORE` when the
 /// store cannot be opened; `DMD_ERR_RUNTIME` when the runtime cannot start;
 /// `DMD_ERR_TRANSPORT` when the address cannot be bound.
 ///
-/// - Ownership: `config`, `callbacks` and `config->transport` stay the caller's (copied);
-///   `callbacks->userdata` and `transport->userdata` must stay valid until
-///   `dmd_server_free` returns. On success `*out` is a new server the caller frees with
-///   `dmd_server_free`; on failure `*out` is not written.
+/// - Ownership: `config`, `callbacks`, `config->transport`, `config->timeouts` and
+///   `config->https` stay the caller's (copied); `callbacks->userdata` and
+///   `transport->userdata` must stay valid until `dmd_server_free` returns. On success
+///   `*out` is a new server the caller frees with `dmd_server_free`; on failure `*out` is
+///   not written.
 /// - NULL: `config`, `callbacks`, `out`, `config->server_id`, a required HTTPS string or
 ///   `transport->send` NULL gives `DMD_ERR_NULL_ARGUMENT`; NULL host callback functions
-///   are allowed (see `dmd_host_callbacks`).
+///   are allowed (see `dmd_host_callbacks`); `config->timeouts` and `config->https` NULL
+///   keep the defaults.
 /// - Threads: any thread, concurrently.
 /// - Signals: the HTTPS stack may write to a socket whose peer has closed it; the process
 ///   must ignore SIGPIPE (`signal(SIGPIPE, SIG_IGN)` at start, as Rust programs do),

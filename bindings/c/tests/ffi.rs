@@ -828,6 +828,7 @@ fn transport_config(server_id: &CString, transport: Option<&dmd_transport>) -> d
         store_path: ptr::null(),
         transport: transport.map_or(ptr::null(), |t| t as *const dmd_transport),
         device_hub: ptr::null(),
+        https: ptr::null(),
     }
 }
 

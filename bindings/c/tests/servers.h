@@ -538,10 +538,12 @@ static inline void free_pki(pki_set *p) {
     dmd_test_pki_free(p->pki);
 }
 
-/* An HTTPS server on 127.0.0.1, port chosen by the system, no peers yet. */
-static inline dmd_server *https_server(const pki_set *p, const char *server_id,
-                                       const dmd_identity *id, const dmd_host_callbacks *cb,
-                                       const dmd_timeouts *timeouts) {
+/* An HTTPS server on 127.0.0.1, port chosen by the system, no peers yet, with the HTTPS
+ * settings `https` (NULL: the defaults). */
+static inline dmd_server *https_server_with(const pki_set *p, const char *server_id,
+                                            const dmd_identity *id, const dmd_host_callbacks *cb,
+                                            const dmd_timeouts *timeouts,
+                                            const dmd_https_options *https) {
     dmd_server_config config;
     memset(&config, 0, sizeof config);
     config.server_id = server_id;
@@ -550,9 +552,17 @@ static inline dmd_server *https_server(const pki_set *p, const char *server_id,
     config.key_pem = dmd_identity_key_pem(id);
     config.trust_pem = dmd_test_pki_ca_pem(p->pki);
     config.timeouts = timeouts;
+    config.https = https;
     dmd_server *s = NULL;
     CHECK_RC(dmd_server_new(&config, cb, &s), DMD_OK);
     return s;
+}
+
+/* An HTTPS server on 127.0.0.1 with the default HTTPS settings, no peers yet. */
+static inline dmd_server *https_server(const pki_set *p, const char *server_id,
+                                       const dmd_identity *id, const dmd_host_callbacks *cb,
+                                       const dmd_timeouts *timeouts) {
+    return https_server_with(p, server_id, id, cb, timeouts, NULL);
 }
 
 /* Tells `s` that its one peer `peer_id` is `peer` (identity: NULL or the TLS name). */

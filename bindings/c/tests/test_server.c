@@ -3,7 +3,9 @@
  * (servers.h): two servers in one process on 127.0.0.1 port 0 under a dmd_test_pki, both
  * hosts forwarding to one simulated device (dmd_sim_device).
  *
- * - Methods 1-4 x Full/Partial -> both COMPLETED, DMS-2 holds the device (dump checked).
+ * - Methods 1-4 x Full/Partial -> both COMPLETED, DMS-2 holds the device (dump checked);
+ *   Method 1 Partial again with explicit dmd_https_options on both servers (one request per
+ *   peer, batches of up to 8, 2 attempts).
  *   Methods 3/4: DMS-2's host gives the Bootstrap Server URL and its DM account; the
  *   account is registered at that URL on a dmd_sim_bootstrap_server and the device is
  *   routed to it and to DMS-2's server (dmd_sim_device_route_bootstrap).
@@ -13,8 +15,10 @@
  *   REJECTED with that code, nothing executed.
  * - dmd_peer.identity naming the wrong TLS name at DMS-1 -> DMS-2's answers are refused
  *   (403): DMS-2 ROLLED_BACK 170 (peer unreachable), DMS-1 ROLLED_BACK 140 (timeout).
- * - NULL and invalid arguments: the HTTPS configuration, dmd_server_set_peers, the session
- *   functions, the Bootstrap Server helpers, dmd_sim_device_route_bootstrap.
+ * - NULL and invalid arguments: the HTTPS configuration (dmd_https_options with a body or
+ *   batch cap under 1024 -> DMD_ERR_INVALID_ARGUMENT naming https.<field>),
+ *   dmd_server_set_peers, the session functions, the Bootstrap Server helpers,
+ *   dmd_sim_device_route_bootstrap.
  *
  * Usage: test_server [--quick]   (quick: Method 1 Full and Method 3 Partial of the eight)
  * Prints "test_server: N passed, M failed"; exit status 0 when none failed.
@@ -26,21 +30,26 @@
 
 /* ---- Methods 1-4 x Full/Partial ---------------------------------------------------- */
 
-static void run_method(const pki_set *p, uint8_t method, dmd_delegation_type type) {
+/* `https`: NULL for the default HTTPS settings, or both servers' settings (`what` names
+ * them in the case's name). */
+static void run_method(const pki_set *p, uint8_t method, dmd_delegation_type type,
+                       const dmd_https_options *https, const char *what) {
     int full = type == DMD_DELEGATION_TYPE_FULL;
     int bootstrap = method >= 3;
     int dms1_starts = method == 1 || method == 3;
-    char name[160];
-    snprintf(name, sizeof name, "mTLS: method %u %s -> both COMPLETED, DMS-2 holds the device",
-             (unsigned)method, full ? "Full" : "Partial");
+    char name[256];
+    snprintf(name, sizeof name,
+             "mTLS%s%s: method %u %s -> both COMPLETED, DMS-2 holds the device",
+             https != NULL ? ", " : "", https != NULL ? what : "", (unsigned)method,
+             full ? "Full" : "Partial");
     begin(name);
     dmd_sim_device *device = new_device();
     host h1, h2;
     host_init(&h1, DMS1, device);
     host_init(&h2, DMS2, device);
     dmd_host_callbacks cb1 = callbacks_for(&h1), cb2 = callbacks_for(&h2);
-    dmd_server *s1 = https_server(p, DMS1, p->id1, &cb1, NULL);
-    dmd_server *s2 = https_server(p, DMS2, p->id2, &cb2, NULL);
+    dmd_server *s1 = https_server_with(p, DMS1, p->id1, &cb1, NULL, https);
+    dmd_server *s2 = https_server_with(p, DMS2, p->id2, &cb2, NULL, https);
     set_peer(s1, DMS2, s2, DMS2); /* identity given explicitly: the ServerID itself */
     set_peer(s2, DMS1, s1, NULL);
     dmd_sim_bootstrap_server *bs = NULL;
@@ -375,13 +384,32 @@ static void test_config_arguments(const pki_set *p) {
     CHECK_RC(dmd_server_new(&c, &cb, &s), DMD_ERR_INVALID_ARGUMENT); /* ServerID twice */
     CHECK(s == sentinel);
 
-    /* Valid: peers in the configuration, every timeout 0 (the defaults), identity set. */
+    /* HTTPS settings that are not 0 but unusable: the field is named. */
+    dmd_https_options https;
+    memset(&https, 0, sizeof https);
+    https.max_body_bytes = 100;
+    c = https_config(p);
+    c.https = &https;
+    CHECK_RC(dmd_server_new(&c, &cb, &s), DMD_ERR_INVALID_ARGUMENT);
+    CHECK(strstr(last_error(), "https.max_body_bytes") != NULL);
+    if (strstr(last_error(), "https.max_body_bytes") == NULL)
+        printf("    max_body_bytes 100: last error \"%s\"\n", last_error());
+    https.max_body_bytes = 0;
+    https.max_batch_bytes = 1023;
+    CHECK_RC(dmd_server_new(&c, &cb, &s), DMD_ERR_INVALID_ARGUMENT);
+    CHECK(strstr(last_error(), "https.max_batch_bytes") != NULL);
+    CHECK(s == sentinel);
+
+    /* Valid: peers in the configuration, every timeout and HTTPS setting 0 (the
+     * defaults), identity set. */
     dmd_timeouts zero;
     memset(&zero, 0, sizeof zero);
+    memset(&https, 0, sizeof https);
     peer.identity = DMS2;
     c.peers = &peer;
     c.peer_count = 1;
     c.timeouts = &zero;
+    c.https = &https;
     s = NULL;
     CHECK_RC(dmd_server_new(&c, &cb, &s), DMD_OK);
     CHECK_RC(dmd_server_set_peers(s, &peer, 1), DMD_ERR_INVALID_STATE); /* already set */
@@ -588,14 +616,25 @@ int main(int argc, char **argv) {
     test_server_arguments(&p);
     test_helper_arguments(&p);
     if (quick) {
-        run_method(&p, 1, DMD_DELEGATION_TYPE_FULL);
-        run_method(&p, 3, DMD_DELEGATION_TYPE_PARTIAL);
+        run_method(&p, 1, DMD_DELEGATION_TYPE_FULL, NULL, NULL);
+        run_method(&p, 3, DMD_DELEGATION_TYPE_PARTIAL, NULL, NULL);
     } else {
         for (uint8_t method = 1; method <= 4; method++) {
-            run_method(&p, method, DMD_DELEGATION_TYPE_FULL);
-            run_method(&p, method, DMD_DELEGATION_TYPE_PARTIAL);
+            run_method(&p, method, DMD_DELEGATION_TYPE_FULL, NULL, NULL);
+            run_method(&p, method, DMD_DELEGATION_TYPE_PARTIAL, NULL, NULL);
         }
     }
+    /* Explicit HTTPS settings (the rest 0: the defaults), in quick runs too. */
+    dmd_https_options https;
+    memset(&https, 0, sizeof https);
+    https.max_requests_per_peer = 1;
+    https.max_batch_messages = 8;
+    https.attempts = 2;
+    https.backoff_ms = 50;
+    https.request_timeout_ms = 20000;
+    https.max_body_bytes = 512 * 1024;
+    run_method(&p, 1, DMD_DELEGATION_TYPE_PARTIAL, &https,
+               "dmd_https_options (1 request per peer, batches of 8, 2 attempts)");
     run_refused_write(&p);
     run_rejected(&p, 1, 101);
     run_rejected(&p, 2, 104);

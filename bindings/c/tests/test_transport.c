@@ -15,7 +15,8 @@
  *   before;
  * - store_path: sessions survive the server on a SQLite file, and an unfinished one rolls
  *   back at its deadline under the next server;
- * - the request (dmd_delegation_request) and configuration checks.
+ * - the request (dmd_delegation_request) and configuration checks (no HTTPS fields,
+ *   peers or dmd_https_options with a transport).
  *
  * Usage: test_transport [--quick]   (the same cases; they are fast)
  * Prints "test_transport: N passed, M failed"; exit status 0 when none failed.
@@ -544,6 +545,16 @@ static void test_transport_config(void) {
     CHECK_RC(dmd_server_new(&c, &none, &s), DMD_ERR_INVALID_ARGUMENT);
     c.peers = NULL;
     c.peer_count = 0;
+    /* HTTPS settings, even all 0 (the defaults), are for the HTTPS binding only. */
+    dmd_https_options opts;
+    memset(&opts, 0, sizeof opts);
+    c.https = &opts;
+    CHECK_RC(dmd_server_new(&c, &none, &s), DMD_ERR_INVALID_ARGUMENT);
+    CHECK(strstr(last_error(), "config->transport") != NULL);
+    CHECK(strstr(last_error(), "HTTPS options") != NULL);
+    opts.max_batch_messages = 8;
+    CHECK_RC(dmd_server_new(&c, &none, &s), DMD_ERR_INVALID_ARGUMENT);
+    c.https = NULL;
     c.server_id = NULL;
     CHECK_RC(dmd_server_new(&c, &none, &s), DMD_ERR_NULL_ARGUMENT);
     c.server_id = "not valid!";

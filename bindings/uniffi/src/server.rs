@@ -62,6 +62,80 @@ impl From<Timeouts> for dmdelegate::Timeouts {
     }
 }
 
+/// The HTTPS binding's limits, timeouts and batching (docs/protocol.md §8.1/§8.2);
+/// durations in milliseconds. Every field's default is the library's. Checked when the
+/// server starts: a bad value is an `InvalidArgument` naming `https.<field>` (the Rust
+/// name, e.g. `https.max_body_bytes`; durations without the `_ms`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Record)]
+pub struct HttpsSettings {
+    /// TCP + TLS connect timeout of outgoing requests; above zero.
+    #[uniffi(default = 5000)]
+    pub connect_timeout_ms: u64,
+    /// Whole-request timeout of outgoing requests; above zero.
+    #[uniffi(default = 30000)]
+    pub request_timeout_ms: u64,
+    /// TLS handshake timeout of incoming connections; above zero.
+    #[uniffi(default = 10000)]
+    pub handshake_timeout_ms: u64,
+    /// First retry delay of a failed delivery, doubled each attempt; above zero.
+    #[uniffi(default = 200)]
+    pub backoff_ms: u64,
+    /// Delivery attempts per message (1: no retry); at least 1.
+    #[uniffi(default = 4)]
+    pub attempts: u32,
+    /// Largest accepted request body in bytes; at least 1024.
+    #[uniffi(default = 262144)]
+    pub max_body_bytes: u64,
+    /// Most requests in flight to one peer at a time while batching; messages sent while
+    /// all are in flight leave together in the next request. At least 1.
+    #[uniffi(default = 2)]
+    pub max_requests_per_peer: u64,
+    /// Most requests in flight to one peer when each message needs a request of its own
+    /// (batching off, or the peer refuses batches). At least 1.
+    #[uniffi(default = 32)]
+    pub max_unbatched_requests_per_peer: u64,
+    /// Most messages one outgoing request may carry; 1 turns batching off both ways (one
+    /// message per request out, incoming batches refused with 415). At least 1.
+    #[uniffi(default = 64)]
+    pub max_batch_messages: u64,
+    /// Largest batch document a request may carry in bytes (a larger message goes
+    /// alone); keep it within the peers' body cap. At least 1024.
+    #[uniffi(default = 131072)]
+    pub max_batch_bytes: u64,
+}
+
+impl TryFrom<HttpsSettings> for HttpsOptions {
+    type Error = DelegationError;
+
+    /// Converts the record; only a count that does not fit this platform's `usize` is
+    /// refused here, the values themselves are checked by `Server::start`.
+    fn try_from(h: HttpsSettings) -> Result<Self, DelegationError> {
+        let size = |field: &str, value: u64| {
+            usize::try_from(value).map_err(|_| {
+                DelegationError::invalid(
+                    &format!("https.{field}"),
+                    format!("{value} is too large for this platform"),
+                )
+            })
+        };
+        Ok(HttpsOptions {
+            max_body_bytes: size("max_body_bytes", h.max_body_bytes)?,
+            connect_timeout: Duration::from_millis(h.connect_timeout_ms),
+            request_timeout: Duration::from_millis(h.request_timeout_ms),
+            attempts: h.attempts,
+            backoff: Duration::from_millis(h.backoff_ms),
+            handshake_timeout: Duration::from_millis(h.handshake_timeout_ms),
+            max_requests_per_peer: size("max_requests_per_peer", h.max_requests_per_peer)?,
+            max_unbatched_requests_per_peer: size(
+                "max_unbatched_requests_per_peer",
+                h.max_unbatched_requests_per_peer,
+            )?,
+            max_batch_messages: size("max_batch_messages", h.max_batch_messages)?,
+            max_batch_bytes: size("max_batch_bytes", h.max_batch_bytes)?,
+        })
+    }
+}
+
 /// How a device proves itself to a device hub (the CLCRED `AAuthType`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Enum)]
 pub enum DeviceAuthScheme {
@@ -169,6 +243,9 @@ pub struct ServerConfig {
     /// devices itself.
     #[uniffi(default = None)]
     pub device_hub: Option<DeviceHub>,
+    /// The HTTPS binding's limits, timeouts and batching; the defaults when absent.
+    #[uniffi(default = None)]
+    pub https: Option<HttpsSettings>,
 }
 
 fn peers(list: Vec<Peer>) -> Result<Vec<dmdelegate_net::Peer>, DelegationError> {
@@ -241,7 +318,11 @@ impl DelegationServer {
             },
             trust_pem: config.trust_pem,
             peers: peers(config.peers)?,
-            options: HttpsOptions::default(),
+            options: config
+                .https
+                .map(HttpsOptions::try_from)
+                .transpose()?
+                .unwrap_or_default(),
         };
         let mut options = ServerOptions::new(config.server_id, wire);
         if let Some(t) = config.timeouts {
@@ -393,5 +474,105 @@ impl DelegationServer {
     /// a durable store stay for the next start.
     pub fn close(&self) {
         self.inner.shutdown();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use uniffi::metadata::codes;
+
+    /// The `#[uniffi(default = ...)]` of each field of `HttpsSettings`, read from the
+    /// metadata the derive embeds (what the generated Kotlin and Swift use), by field name.
+    fn record_defaults() -> Vec<(String, u64)> {
+        let mut meta: &[u8] = &UNIFFI_META_DMDELEGATE_UNIFFI_RECORD_HTTPSSETTINGS;
+        fn byte(m: &mut &[u8]) -> u8 {
+            let (b, rest) = m.split_first().expect("metadata ends early");
+            *m = rest;
+            *b
+        }
+        fn string(m: &mut &[u8]) -> String {
+            let len = byte(m) as usize;
+            let (s, rest) = m.split_at(len);
+            *m = rest;
+            String::from_utf8(s.to_vec()).unwrap()
+        }
+        fn long_string(m: &mut &[u8]) {
+            let len = u16::from_le_bytes([byte(m), byte(m)]) as usize;
+            *m = &m[len..];
+        }
+        assert_eq!(byte(&mut meta), codes::RECORD);
+        string(&mut meta); // module path
+        assert_eq!(string(&mut meta), "HttpsSettings");
+        assert_eq!(byte(&mut meta), 0, "no renamed record");
+        let fields = byte(&mut meta);
+        let mut defaults = Vec::new();
+        for _ in 0..fields {
+            let name = string(&mut meta);
+            assert_eq!(byte(&mut meta), 0, "{name}: no renamed field");
+            let ty = byte(&mut meta);
+            assert!(
+                ty == codes::TYPE_U64 || ty == codes::TYPE_U32,
+                "{name}: type {ty}"
+            );
+            assert_eq!(byte(&mut meta), 1, "{name} has no default");
+            assert_eq!(byte(&mut meta), codes::DEFVALUE_LITERAL, "{name}");
+            assert_eq!(byte(&mut meta), codes::LIT_INT, "{name}");
+            let value = string(&mut meta).parse().unwrap();
+            long_string(&mut meta); // docstring
+            defaults.push((name, value));
+        }
+        long_string(&mut meta);
+        assert!(meta.is_empty(), "metadata left over");
+        defaults
+    }
+
+    #[test]
+    fn the_record_defaults_are_the_librarys() {
+        let d: std::collections::HashMap<String, u64> = record_defaults().into_iter().collect();
+        let settings = HttpsSettings {
+            connect_timeout_ms: d["connect_timeout_ms"],
+            request_timeout_ms: d["request_timeout_ms"],
+            handshake_timeout_ms: d["handshake_timeout_ms"],
+            backoff_ms: d["backoff_ms"],
+            attempts: d["attempts"].try_into().unwrap(),
+            max_body_bytes: d["max_body_bytes"],
+            max_requests_per_peer: d["max_requests_per_peer"],
+            max_unbatched_requests_per_peer: d["max_unbatched_requests_per_peer"],
+            max_batch_messages: d["max_batch_messages"],
+            max_batch_bytes: d["max_batch_bytes"],
+        };
+        assert_eq!(d.len(), 10, "a field without a default: {d:?}");
+        assert_eq!(
+            HttpsOptions::try_from(settings).unwrap(),
+            HttpsOptions::default()
+        );
+    }
+
+    #[test]
+    fn settings_convert_field_by_field() {
+        let settings = HttpsSettings {
+            connect_timeout_ms: 1,
+            request_timeout_ms: 2,
+            handshake_timeout_ms: 3,
+            backoff_ms: 4,
+            attempts: 5,
+            max_body_bytes: 6,
+            max_requests_per_peer: 7,
+            max_unbatched_requests_per_peer: 8,
+            max_batch_messages: 9,
+            max_batch_bytes: 10,
+        };
+        let o = HttpsOptions::try_from(settings).unwrap();
+        assert_eq!(o.connect_timeout, Duration::from_millis(1));
+        assert_eq!(o.request_timeout, Duration::from_millis(2));
+        assert_eq!(o.handshake_timeout, Duration::from_millis(3));
+        assert_eq!(o.backoff, Duration::from_millis(4));
+        assert_eq!(o.attempts, 5);
+        assert_eq!(o.max_body_bytes, 6);
+        assert_eq!(o.max_requests_per_peer, 7);
+        assert_eq!(o.max_unbatched_requests_per_peer, 8);
+        assert_eq!(o.max_batch_messages, 9);
+        assert_eq!(o.max_batch_bytes, 10);
     }
 }

@@ -195,28 +195,31 @@ final class TwoServers: Sendable {
     }
 
     /// The configuration of a server whose certificate carries `serverId`; peers come later.
-    static func config(_ serverId: String, pki: TestPki, timeouts: Timeouts? = nil) throws
-        -> ServerConfig
-    {
+    static func config(
+        _ serverId: String, pki: TestPki, timeouts: Timeouts? = nil, https: HttpsSettings? = nil
+    ) throws -> ServerConfig {
         let identity = try pki.issue(serverId: serverId)
         return ServerConfig(
             serverId: serverId, listenAddress: "127.0.0.1:0",
             certPem: identity.certPem, keyPem: identity.keyPem, trustPem: pki.caPem(),
-            timeouts: timeouts)
+            timeouts: timeouts, https: https)
     }
 
     /// Starts both servers, then introduces them to each other: a server's endpoint is
     /// known once it listens, so peers are set after both started.
-    /// `timeouts`: both servers' deadlines (the defaults when nil).
-    static func start(devices: [SimDevice], timeouts: Timeouts? = nil) async throws -> TwoServers {
+    /// `timeouts`: both servers' deadlines, `https`: both servers' HTTPS settings (the
+    /// defaults when nil).
+    static func start(
+        devices: [SimDevice], timeouts: Timeouts? = nil, https: HttpsSettings? = nil
+    ) async throws -> TwoServers {
         ignoreSigpipe()
         let pki = try TestPki(name: "dmdelegate Swift tests CA")
         let host1 = SimHost(serverId: Example.dms1, devices: devices)
         let host2 = SimHost(serverId: Example.dms2, devices: devices)
         let dms1 = try await DelegationServer.start(
-            config: config(Example.dms1, pki: pki, timeouts: timeouts), host: host1)
+            config: config(Example.dms1, pki: pki, timeouts: timeouts, https: https), host: host1)
         let dms2 = try await DelegationServer.start(
-            config: config(Example.dms2, pki: pki, timeouts: timeouts), host: host2)
+            config: config(Example.dms2, pki: pki, timeouts: timeouts, https: https), host: host2)
         try dms1.setPeers(peers: [peer(dms2)])
         try dms2.setPeers(peers: [peer(dms1)])
         return TwoServers(dms1: dms1, dms2: dms2, host1: host1, host2: host2)

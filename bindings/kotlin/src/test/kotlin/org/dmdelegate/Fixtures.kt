@@ -97,7 +97,12 @@ open class DeviceHost(val serverId: String, vararg devices: SimDevice) : Delegat
 }
 
 /** A server's configuration on 127.0.0.1, any free port, under [TestCerts]. */
-fun serverConfig(serverId: String, identity: Identity, timeouts: Timeouts? = null) =
+fun serverConfig(
+    serverId: String,
+    identity: Identity,
+    timeouts: Timeouts? = null,
+    https: HttpsSettings? = null,
+) =
     ServerConfig(
         serverId = serverId,
         listenAddress = "127.0.0.1:0",
@@ -105,6 +110,7 @@ fun serverConfig(serverId: String, identity: Identity, timeouts: Timeouts? = nul
         keyPem = identity.keyPem,
         trustPem = TestCerts.caPem,
         timeouts = timeouts,
+        https = https,
     )
 
 /**
@@ -120,9 +126,14 @@ class Servers(val dms1: DelegationServer, val dms2: DelegationServer) : AutoClos
     }
 
     companion object {
-        suspend fun start(host1: DelegationHost, host2: DelegationHost, timeouts: Timeouts? = null): Servers {
-            val dms1 = DelegationServer.start(serverConfig(DMS1, TestCerts.dms1, timeouts), host1)
-            val dms2 = DelegationServer.start(serverConfig(DMS2, TestCerts.dms2, timeouts), host2)
+        suspend fun start(
+            host1: DelegationHost,
+            host2: DelegationHost,
+            timeouts: Timeouts? = null,
+            https: HttpsSettings? = null,
+        ): Servers {
+            val dms1 = DelegationServer.start(serverConfig(DMS1, TestCerts.dms1, timeouts, https), host1)
+            val dms2 = DelegationServer.start(serverConfig(DMS2, TestCerts.dms2, timeouts, https), host2)
             dms1.setPeers(
                 listOf(Peer(serverId = DMS2, endpoint = dms2.endpointUrl(DMS2), address = "127.0.0.1:${dms2.localPort()}"))
             )
